@@ -1,0 +1,1 @@
+"""radjepa_kernels: Triton kernels beside their PyTorch references (installed from kernels/)."""
