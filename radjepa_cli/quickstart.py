@@ -1,0 +1,150 @@
+"""`radjepa quickstart`: the whole pipeline on the embedded data, resumable step by step.
+
+Each step is a `radjepa` command run in a child process (so the quickstart exercises the real CLI and a failing
+step cannot take the earlier outputs with it). A step is done when its completion marker exists; a rerun skips
+done steps and resumes interrupted ones (pretraining resumes from its last checkpoint).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+from rich.rule import Rule
+
+from radjepa_cli import config as config_lib
+from radjepa_cli.io import read_json, write_json
+
+console = Console()
+
+
+@dataclasses.dataclass
+class QuickstartConfig:
+    out: str = "runs/quickstart"
+    fresh: bool = False
+    n: int = 2400                 # phantoms (patient-level split into train/val/test by prepare-data)
+    shard_size: int = 128         # stored shorter side; models train at image_size
+    image_size: int = 112         # 8×8 patches of 14 px: a ViT-tiny pretrains in minutes on 2 cores
+    patch_size: int = 14
+    model: str = "vit_tiny"
+    pretrain_steps: int = 600
+    batch_size: int = 64
+    probe_seeds: int = 5
+    probe_epochs: int = 200
+    segment_epochs: int = 15
+    segment_seeds: int = 2
+    report_epochs: int = 6
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class Step:
+    name: str
+    title: str
+    args: list[str]
+    done_marker: Path
+    resume_args: list[str] = dataclasses.field(default_factory=list)
+
+
+def build_steps(cfg: QuickstartConfig) -> list[Step]:
+    from radjepa_cli.data import embedded
+
+    out = Path(cfg.out)
+    shards, run = out / "shards", out / "pretrain"
+    size = ["--image-size", str(cfg.image_size)]
+    encoders = {
+        "radjepa": str(run),
+        "random": f"random:{cfg.model}@{cfg.seed}:{cfg.image_size}/{cfg.patch_size}",
+        "pixels": "pixels:32",
+    }
+    steps = [
+        Step("data", "Phantom chest X-rays → WebDataset shards",
+             ["prepare-data", "synthetic", "--n", str(cfg.n), "--size", str(cfg.shard_size), "--seed",
+              str(cfg.seed), "--out", str(shards)], shards / "manifest.json"),
+        Step("pretrain", f"I-JEPA pretraining of a {cfg.model} ({cfg.pretrain_steps} steps)",
+             ["pretrain", str(shards), "--out", str(run), "--model", cfg.model, *size, "--patch-size",
+              str(cfg.patch_size), "--steps", str(cfg.pretrain_steps), "--batch-size", str(cfg.batch_size),
+              "--seed", str(cfg.seed)], run / "COMPLETE", resume_args=["--resume"]),
+    ]
+    for name, enc in encoders.items():
+        steps.append(Step(f"probe-{name}", f"Linear probe on frozen features: {name}",
+                          ["probe", str(shards), "--encoder", enc, "--labels", "phantom", "--seeds",
+                           str(cfg.probe_seeds), "--epochs", str(cfg.probe_epochs), *size,
+                           "--out", str(out / f"probe-{name}")], out / f"probe-{name}" / "results.json"))
+    steps += [
+        Step("segment", "Lung segmentation, UPerNet decoder on the frozen encoder",
+             ["segment", str(shards), "--encoder", str(run), "--decoder", "upernet", "--task", "lungs",
+              "--epochs", str(cfg.segment_epochs), "--seeds", str(cfg.segment_seeds), *size,
+              "--out", str(out / "segment-upernet-lungs")], out / "segment-upernet-lungs" / "results.json"),
+        Step("train-report", "Report generation: projector + tiny LM on phantom findings",
+             ["train-report", str(shards), "--encoder", str(run), "--llm", "tiny", "--epochs",
+              str(cfg.report_epochs), "--out", str(out / "report_model")], out / "report_model" / "config.json"),
+        Step("generate", "Generate findings for the phantom test split",
+             ["generate-report", str(shards), "--model", str(out / "report_model"),
+              "--out", str(out / "reports" / "predictions.jsonl")], out / "reports" / "predictions.jsonl"),
+        Step("generate-rg1", "Generate findings for the real RG1 chest DICOM",
+             ["generate-report", str(embedded.rg1_dicom()), "--model", str(out / "report_model"),
+              "--out", str(out / "reports" / "rg1.jsonl")], out / "reports" / "rg1.jsonl"),
+        Step("evaluate-reports", "Report metrics with 500-sample bootstrap CIs",
+             ["evaluate", "reports", str(out / "reports" / "predictions.jsonl"), "--bootstrap", "500",
+              "--out", str(out / "evaluate" / "reports")], out / "evaluate" / "reports" / "results.json"),
+        Step("table3", "Paper Table 3 layout, phantom results beside the paper's",
+             ["evaluate", "table", "3", "--runs", str(out), "--compare-paper",
+              "--out", str(out / "evaluate" / "table3")], out / "evaluate" / "table3" / "table.json"),
+        Step("table6", "Paper Table 6 layout (linear probe), phantom results beside the paper's",
+             ["evaluate", "table", "6", "--runs", str(out), "--compare-paper",
+              "--out", str(out / "evaluate" / "table6")], out / "evaluate" / "table6" / "table.json"),
+    ]
+    return steps
+
+
+def _run_step(step: Step, log_dir: Path) -> int:
+    cmd = [sys.executable, "-m", "radjepa_cli.cli", *step.args]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    console.print(f"[dim]$ radjepa {' '.join(step.args)}[/]")
+    return subprocess.run(cmd, env=env).returncode
+
+
+def run_quickstart(cfg: QuickstartConfig, steps_factory: Callable[[QuickstartConfig], list[Step]] = build_steps,
+                   runner: Callable[[Step, Path], int] = _run_step) -> int:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config_lib.save(cfg, out, "quickstart_config.json")
+    state_path = out / "quickstart_state.json"
+    state = read_json(state_path) if state_path.exists() and not cfg.fresh else {"steps": {}}
+    steps = steps_factory(cfg)
+    t_all = time.time()
+    for i, step in enumerate(steps, 1):
+        console.print(Rule(f"[bold]{i}/{len(steps)} {step.title}[/]"))
+        if step.done_marker.exists() and not cfg.fresh:
+            console.print(f"[green]done[/] (found {step.done_marker}); skipping")
+            continue
+        args_before = step.args
+        if step.resume_args and state["steps"].get(step.name, {}).get("status") in {"failed", "running"}:
+            step.args = [*step.args, *step.resume_args]
+        state["steps"][step.name] = {"status": "running", "started": time.time()}
+        write_json(state_path, state)
+        t0 = time.time()
+        rc = runner(step, out / "logs")
+        step.args = args_before
+        state["steps"][step.name] = {"status": "done" if rc == 0 else "failed", "seconds": round(time.time() - t0, 1),
+                                     "returncode": rc}
+        write_json(state_path, state)
+        if rc != 0 or not step.done_marker.exists():
+            why = f"exit code {rc}" if rc else f"it did not write {step.done_marker}"
+            console.print(f"[bold red]Step '{step.name}' failed[/] ({why}). Outputs of the earlier steps are in "
+                          f"{out}; fix the problem and rerun `radjepa quickstart --out {out}` to resume here.")
+            return 1
+    state["total_seconds_this_run"] = round(time.time() - t_all, 1)
+    write_json(state_path, state)
+    from radjepa_cli.summary import write_summary
+    page = write_summary(out, state)
+    console.print(Rule("[bold green]quickstart complete"))
+    console.print(f"Summary page: [bold]{page}[/] (open it in a browser); all outputs under {out}")
+    return 0

@@ -1,0 +1,93 @@
+"""The quickstart's summary: key numbers in the terminal, and one Markdown + HTML page with the plots."""
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from radjepa_cli.io import atomic_write_bytes
+
+SECTIONS = (  # (title, folder glob, what the plots show)
+    ("Pretraining", "pretrain", "loss and collapse monitors (effective rank, target-feature std)"),
+    ("Linear probe", "probe-*", "precision–recall curves per finding"),
+    ("Segmentation", "segment-*", "Dice overlays (prediction vs ground truth)"),
+    ("Report generation", "report_model", "training / validation loss"),
+    ("Evaluation", "evaluate", "bootstrap medians with 95% CIs, paper tables"),
+)
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def key_numbers(out: Path) -> list[tuple[str, str]]:
+    """(what, value) rows from the results files the pipeline wrote; absent files are simply not listed."""
+    rows: list[tuple[str, str]] = []
+    for p in sorted(out.glob("probe-*/results.json")):
+        r = _load(p)
+        if r and "aggregate" in r:
+            a = r["aggregate"]
+            rows.append((f"probe macro-AUPRC · {p.parent.name.removeprefix('probe-')}",
+                         f"{100 * a['auprc_mean']:.1f} ± {100 * a['auprc_std']:.1f} (AUROC {100 * a['auroc_mean']:.1f})"))
+    for p in sorted(out.glob("segment-*/results.json")):
+        r = _load(p)
+        if r and "mean_dice" in r:
+            per = ", ".join(f"{k} {100 * v['dice_mean']:.1f}" for k, v in r.get("per_structure", {}).items())
+            rows.append((f"Dice · {r.get('decoder')} · {r.get('task')}",
+                         f"{100 * r['mean_dice']['mean']:.1f} ± {100 * r['mean_dice']['std']:.1f} ({per})"))
+    r = _load(out / "evaluate" / "reports" / "results.json")
+    if r:
+        for name, m in (r.get("metrics") or {}).items():
+            if isinstance(m, dict) and "median" in m:
+                rows.append((f"report {name}", f"{m['median']:.3g} [{m.get('ci_low', float('nan')):.3g}, "
+                                               f"{m.get('ci_high', float('nan')):.3g}]"))
+    return rows
+
+
+def write_summary(out: Path, state: dict[str, Any]) -> Path:
+    out = Path(out)
+    rows = key_numbers(out)
+    steps = state.get("steps", {})
+
+    t = Table(title="quickstart — key numbers (phantom data; not comparable to the paper's real-data results)")
+    t.add_column("what")
+    t.add_column("value")
+    for k, v in rows:
+        t.add_row(k, v)
+    Console().print(t)
+
+    md = ["# radjepa quickstart summary", "",
+          "All numbers come from procedurally generated phantom chest X-rays (plus the real RG1 DICOM for report "
+          "generation); they show the pipeline works and learns, they are not comparable to the paper's numbers.", "",
+          "## Steps", "", "| step | status | seconds |", "|---|---|---|"]
+    md += [f"| {k} | {v.get('status')} | {v.get('seconds', '')} |" for k, v in steps.items()]
+    md += ["", "## Key numbers", "", "| what | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    html_parts = [f"<h1>radjepa quickstart summary</h1><p>{html.escape(md[2])}</p>",
+                  "<h2>Key numbers</h2><table border=1 cellpadding=4>" +
+                  "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows) + "</table>"]
+    for title, pattern, what in SECTIONS:
+        pngs = sorted(p for d in out.glob(pattern) if d.is_dir() for p in d.rglob("*.png"))
+        if not pngs:
+            continue
+        md += ["", f"## {title}", "", f"_{what}_", ""]
+        html_parts.append(f"<h2>{html.escape(title)}</h2><p><i>{html.escape(what)}</i></p>")
+        for p in pngs:
+            rel = os.path.relpath(p, out)
+            md.append(f"![{rel}]({rel})")
+            html_parts.append(f'<figure style="display:inline-block;margin:6px"><img src="{html.escape(rel)}" '
+                              f'style="max-width:480px"><figcaption>{html.escape(rel)}</figcaption></figure>')
+    md += ["", "## Where everything is", ""] + [f"- `{p.name}/`" for p in sorted(out.iterdir()) if p.is_dir()]
+    atomic_write_bytes(out / "summary.md", "\n".join(md).encode())
+    page = out / "summary.html"
+    atomic_write_bytes(page, ("<!doctype html><meta charset=utf-8><title>radjepa quickstart</title>"
+                              "<body style='font-family:sans-serif;max-width:1100px;margin:auto'>"
+                              + "\n".join(html_parts) + "</body>").encode())
+    return page
