@@ -60,21 +60,21 @@ def gather_tokens(x: torch.Tensor, idx: torch.Tensor, pos: torch.Tensor | None =
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+              key_padding_mask: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
     """Scaled dot-product attention over [B, H, N, d] with optional key padding: see reference.attention."""
     if use_triton(q):
-        from .attention import attention as attention_triton
-        return attention_triton(q, k, v, key_padding_mask)
-    return reference.attention(q, k, v, key_padding_mask)
+        from .fused_attention import attention as attention_triton
+        return attention_triton(q, k, v, key_padding_mask, scale=scale)
+    return reference.attention(q, k, v, key_padding_mask, scale=scale)
 
 
 def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
-                     max_seqlen: int | None = None) -> torch.Tensor:
+                     max_seqlen: int | None = None, scale: float | None = None) -> torch.Tensor:
     """Packed variable-length attention over [T, H, d]: see reference.attention_varlen."""
     if use_triton(q):
-        from .attention import attention_varlen as varlen_triton
-        return varlen_triton(q, k, v, cu_seqlens, max_seqlen)
-    return reference.attention_varlen(q, k, v, cu_seqlens)
+        from .fused_attention import attention_varlen as varlen_triton
+        return varlen_triton(q, k, v, cu_seqlens, max_seqlen, scale=scale)
+    return reference.attention_varlen(q, k, v, cu_seqlens, scale=scale)
 
 
 def ema_update_(target: list[torch.Tensor], online: list[torch.Tensor], momentum: float) -> None:

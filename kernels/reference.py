@@ -25,29 +25,29 @@ def gather_tokens(x: torch.Tensor, idx: torch.Tensor, pos: torch.Tensor | None =
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """softmax(q kᵀ / √d) v over [B, H, N, d]; key_padding_mask [B, N] bool, True = valid key.
-
-    Rows whose keys are all padding return 0 (SDPA would return NaN).
+              key_padding_mask: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
+    """softmax(q kᵀ · scale) v over [B, H, N, d] (scale defaults to 1/√d); key_padding_mask [B, N] bool,
+    True = valid key. Rows whose keys are all padding return 0 (SDPA would return NaN).
     """
     if key_padding_mask is None:
-        return F.scaled_dot_product_attention(q, k, v)
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
     mask = key_padding_mask[:, None, None, :].to(torch.bool)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     empty = ~key_padding_mask.any(dim=1)
     if empty.any():
         out = out.masked_fill(empty[:, None, None, None], 0.0)
     return out
 
 
-def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
+                     scale: float | None = None) -> torch.Tensor:
     """Packed variable-length attention: q, k, v [T, H, d]; sequence i spans cu_seqlens[i]:cu_seqlens[i+1]."""
     out = torch.empty_like(q)
     bounds = cu_seqlens.tolist()
     for s, e in zip(bounds[:-1], bounds[1:]):
         if e > s:
             out[s:e] = F.scaled_dot_product_attention(
-                q[s:e].transpose(0, 1), k[s:e].transpose(0, 1), v[s:e].transpose(0, 1)).transpose(0, 1)
+                q[s:e].transpose(0, 1), k[s:e].transpose(0, 1), v[s:e].transpose(0, 1), scale=scale).transpose(0, 1)
     return out
 
 

@@ -108,6 +108,8 @@ class VisionTransformerEncoder(VisionTransformer):
             attn_layer=KernelAttention, weight_init="skip", **kw)
         self.patch_size = patch_size
         self.in_chans = in_chans
+        self.num_heads, self.mlp_ratio = num_heads, mlp_ratio  # kept for predictor matching and encoder_config
+        self.preset: str | None = None  # set by build_encoder
         init_jepa_weights(self, self.blocks)
 
     @property
@@ -165,4 +167,6 @@ def build_encoder(model: str = "vit_base", img_size: int = 224, patch_size: int 
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(ENCODER_PRESETS)}")
     p = dataclasses.asdict(ENCODER_PRESETS[model])
     p.update({k: kw.pop(k) for k in list(kw) if k in p})
-    return VisionTransformerEncoder(img_size=img_size, patch_size=patch_size, in_chans=in_chans, **p, **kw)
+    enc = VisionTransformerEncoder(img_size=img_size, patch_size=patch_size, in_chans=in_chans, **p, **kw)
+    enc.preset = model
+    return enc

@@ -1,0 +1,47 @@
+"""NIH ChestX-ray14."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from ..decode import normalize_view
+from ..labels import NIH_14
+from .base import Source, SourceItem, find_one, image_index, read_csv, safe_key
+
+
+class Nih14Source(Source):
+    """nih14: ROOT = ChestX-ray14 with Data_Entry_2017*.csv, train_val_list.txt / test_list.txt and the PNGs in
+    images/ or images_001/images/ … (found anywhere under ROOT by file name).
+
+    Labels: the 14 findings from the `|`-separated Finding Labels (absent = 0) and No Finding. Split: the official
+    test_list → test; train_val_list → train/val split at patient level.
+    """
+
+    name = "nih14"
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.csv = find_one(self.root, ("Data_Entry_2017*.csv*",), "NIH's Data_Entry_2017.csv")
+
+    def _list(self, name: str) -> set[str] | None:
+        p = self.root / name
+        return set(p.read_text().split()) if p.is_file() else None
+
+    def items(self) -> Iterator[SourceItem]:
+        test, trainval = self._list("test_list.txt"), self._list("train_val_list.txt")
+        images = image_index(self.root, (".png",))
+        for r in read_csv(self.csv):
+            name = r["Image Index"]
+            found = set(r["Finding Labels"].split("|"))
+            unknown = found - set(NIH_14) - {"No Finding"}
+            if unknown:
+                raise ValueError(f"{self.csv}: {name} has unknown finding(s) {sorted(unknown)}")
+            labels = {k: int(k in found) for k in NIH_14}
+            labels["No Finding"] = int("No Finding" in found)
+            split = "test" if test is not None and name in test else \
+                "trainval" if trainval is not None and name in trainval else None
+            stem = Path(name).stem
+            yield SourceItem(key=safe_key(stem), patient=r["Patient ID"], split=split,
+                             view=normalize_view(r.get("View Position")),
+                             path=images.get(stem, self.root / "images" / name),
+                             meta={"labels": labels, "study": stem})

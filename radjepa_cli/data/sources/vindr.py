@@ -1,0 +1,75 @@
+"""VinDr-CXR (VinBigData)."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterator
+
+from ..labels import VINDR_6
+from .base import Source, SourceItem, read_csv, safe_key
+
+_CANON = {n.lower(): n for n in VINDR_6} | {"no finding": "No Finding"}
+_META_COLS = {"image_id", "rad_id", "rad_ID", "class_name", "class_id", "x_min", "y_min", "x_max", "y_max"}
+
+
+def canonical(name: str) -> str:
+    """VinDr's 'Pleural thickening' → our 'Pleural Thickening' (the paper's six + No Finding); others unchanged."""
+    return _CANON.get(name.strip().lower(), name.strip())
+
+
+class VindrCxrSource(Source):
+    """vindr-cxr: ROOT = VinDr-CXR with train/ and test/ DICOMs ({image_id}.dicom) and either PhysioNet's
+    annotations/image_labels_{train,test}.csv (one row per reader, a 0/1 column per finding) or Kaggle's
+    train.csv (image_id, class_name, rad_id, box: one row per finding per reader).
+
+    Labels: union over readers (positive when any reader marked it) for every finding; the paper's six (Lung
+    Opacity, Cardiomegaly, Pleural Thickening, Aortic Enlargement, Pulmonary Fibrosis, Pleural Effusion) use our
+    label names. Split: official train → train/val (patient-level = image-level), test → test. View: PA.
+    """
+
+    name = "vindr-cxr"
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def _tables(self) -> list[tuple[str, Path, str]]:
+        found = []
+        for split, official in (("train", "trainval"), ("test", "test")):
+            for cand in (self.root / "annotations" / f"image_labels_{split}.csv", self.root / f"image_labels_{split}.csv"):
+                if cand.is_file():
+                    found.append((official, cand, "wide"))
+                    break
+            else:
+                if (self.root / f"{split}.csv").is_file():
+                    found.append((official, self.root / f"{split}.csv", "long"))
+        if not found:
+            raise FileNotFoundError(f"no annotations/image_labels_train.csv or train.csv under {self.root}: "
+                                    "expected VinDr-CXR's label tables")
+        return found
+
+    def _image(self, split_dir: str, image_id: str) -> Path:
+        for ext in (".dicom", ".dcm", ".png", ".jpg"):
+            p = self.root / split_dir / f"{image_id}{ext}"
+            if p.is_file():
+                return p
+        return self.root / split_dir / f"{image_id}.dicom"
+
+    def items(self) -> Iterator[SourceItem]:
+        for official, csv, kind in self._tables():
+            union: dict[str, dict[str, int]] = defaultdict(dict)
+            names: set[str] = set()
+            for r in read_csv(csv):
+                pos = union[r["image_id"]]
+                if kind == "wide":
+                    for col, v in r.items():
+                        if col not in _META_COLS and v not in ("", None):
+                            names.add(canonical(col))
+                            pos[canonical(col)] = max(pos.get(canonical(col), 0), int(float(v)))
+                else:
+                    names.add(canonical(r["class_name"]))
+                    pos[canonical(r["class_name"])] = 1
+            split_dir = "train" if official == "trainval" else "test"
+            for image_id in sorted(union):
+                labels = {n: union[image_id].get(n, 0) for n in sorted(names | set(VINDR_6))}
+                yield SourceItem(key=safe_key(image_id), patient=image_id, split=official, view="PA",
+                                 path=self._image(split_dir, image_id), meta={"labels": labels})

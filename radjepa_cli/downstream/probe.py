@@ -1,0 +1,258 @@
+"""Linear probing on frozen global embeddings (the paper's Section 10.1 / Tables 6 and 9).
+
+A sigmoid linear classifier on the encoder's pooled embedding, binary cross-entropy over a multi-label set with
+unknown labels masked out, AdamW (paper: lr 5e-5) with a cosine schedule, fitted on the `train` split (patient-level
+splits come from the shards) and scored on `test`: per-class AUPRC and AUROC, and the aggregate = mean AUPRC over the
+label set, each as mean ± std over seeds. Features are computed once and cached (models.features); with `augment`
+the paper's probe augmentations are applied and the training features recomputed every epoch.
+
+Features are standardised with the training set's mean/std before the linear layer (the MAE linear-probe
+protocol's affine-free BatchNorm): a fixed affine map, so the probe is still linear in the encoder's embedding,
+and one learning rate works for encoders whose embeddings differ in scale by orders of magnitude.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from radjepa_cli.data.labels import labels_to_arrays, resolve_label_set
+
+
+@dataclasses.dataclass
+class ProbeConfig:
+    shards: str
+    encoder: str
+    out: str
+    labels: str = "phantom"  # a label-set name (vindr6, rsna, chexpert14, nih14, phantom) or comma-separated names
+    seeds: int = 5
+    epochs: int = 100
+    lr: float = 5e-5  # paper: AdamW 5e-5, cosine
+    weight_decay: float = 0.01  # AdamW's default (the paper does not state one)
+    batch_size: int = 96  # paper: 32 per GPU × 3
+    augment: bool = False
+    uncertain: str = "mask"  # -1 labels: mask | positive | negative
+    standardize: bool = True
+    image_size: int | None = None  # loader resolution; None = the encoder's input size
+    train_split: str = "train"
+    eval_split: str = "test"
+    feature_batch_size: int = 32
+    cache_dir: str | None = None
+    use_cache: bool = True
+    trust_remote_code: bool = False
+    device: str = "auto"
+    plots: bool = True
+    progress: bool = True
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def label_matrix(meta: list[dict], names, uncertain: str) -> tuple[torch.Tensor, torch.Tensor]:
+    values, known = labels_to_arrays([m.get("labels") or {} for m in meta], names, uncertain)
+    return torch.from_numpy(values), torch.from_numpy(known)
+
+
+def masked_bce(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    loss = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (loss * known).sum() / known.sum().clamp_min(1)
+
+
+def cosine_lr(step: int, total: int, base: float) -> float:
+    return base * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+def class_metrics(scores: np.ndarray, values: np.ndarray, known: np.ndarray, names) -> dict[str, dict]:
+    """AUPRC (average precision) and AUROC per class over the known entries; None when a class has only one
+    outcome in the evaluation split (its AUROC/AUPRC are undefined)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+    out = {}
+    for j, name in enumerate(names):
+        k = known[:, j]
+        y, s = values[k, j], scores[k, j]
+        n_pos = int(y.sum())
+        if n_pos == 0 or n_pos == len(y):
+            out[name] = {"auprc": None, "auroc": None, "n_pos": n_pos, "n": int(len(y))}
+            continue
+        out[name] = {"auprc": float(average_precision_score(y, s)), "auroc": float(roc_auc_score(y, s)),
+                     "n_pos": n_pos, "n": int(len(y))}
+    return out
+
+
+class Standardizer(nn.Module):
+    def __init__(self, x: torch.Tensor | None, dim: int, enabled: bool):
+        super().__init__()
+        mean = x.mean(0) if (x is not None and enabled) else torch.zeros(dim)
+        std = x.std(0).clamp_min(1e-6) if (x is not None and enabled) else torch.ones(dim)
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+def train_head(x: torch.Tensor, y: torch.Tensor, known: torch.Tensor, cfg: ProbeConfig, seed: int,
+               device: torch.device, feature_fn=None) -> nn.Module:
+    """Fit Standardizer → Linear on (x, y, known). feature_fn(epoch, generator) → (x, y, known) recomputes the
+    training features every epoch (augment mode)."""
+    if device.type == "cpu" and feature_fn is None:
+        # A [D → L] head is far too small for intra-op threads: on a busy machine their synchronisation costs
+        # 10× the arithmetic. Run it on one thread and give the setting back afterwards.
+        prev = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return _train_head(x, y, known, cfg, seed, device, None)
+        finally:
+            torch.set_num_threads(prev)
+    return _train_head(x, y, known, cfg, seed, device, feature_fn)
+
+
+def _train_head(x, y, known, cfg: ProbeConfig, seed: int, device: torch.device, feature_fn) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    head = nn.Sequential(Standardizer(x, x.shape[1], cfg.standardize), nn.Linear(x.shape[1], y.shape[1])).to(device)
+    opt = torch.optim.AdamW(head[1].parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
+    total, step = cfg.epochs * steps_per_epoch, 0
+    for epoch in range(cfg.epochs):
+        if feature_fn is not None:
+            x, y, known = feature_fn(epoch, g)
+        order = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            for group in opt.param_groups:
+                group["lr"] = cosine_lr(step, total, cfg.lr)
+            loss = masked_bce(head(x[idx].to(device)), y[idx].to(device), known[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+    return head.eval()
+
+
+def _summary(values: list[float | None]) -> tuple[float | None, float | None]:
+    v = [x for x in values if x is not None]
+    if not v:
+        return None, None
+    return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+
+
+def run_probe(cfg: ProbeConfig, console=None) -> dict:
+    """Fit and score the probe for every seed; write results.json (+ PR curves) into cfg.out; return the results."""
+    from radjepa_cli import config as config_mod
+    from radjepa_cli.io import write_json
+    from radjepa_cli.models.features import FeatureSpec, extract_features
+    from radjepa_cli.models.zoo import load_encoder
+
+    if cfg.seeds < 1 or cfg.epochs < 1:
+        raise ValueError("seeds and epochs must be >= 1")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").unlink(missing_ok=True)  # never leave an old result beside a new, unfinished run
+    device = resolve_device(cfg.device)
+    names = resolve_label_set(cfg.labels)
+    encoder = load_encoder(cfg.encoder, device=device, trust_remote_code=cfg.trust_remote_code)
+    spec = FeatureSpec(image_size=cfg.image_size or encoder.image_size)
+    t0 = time.perf_counter()
+    feats = {split: extract_features(encoder, cfg.shards, split, spec, cache_dir=cfg.cache_dir,
+                                     use_cache=cfg.use_cache, batch_size=cfg.feature_batch_size,
+                                     progress=cfg.progress)
+             for split in (cfg.train_split, cfg.eval_split)}
+    feature_s = time.perf_counter() - t0
+    train, test = feats[cfg.train_split], feats[cfg.eval_split]
+    _check_disjoint_patients(train.meta, test.meta, cfg)
+    x_tr, x_te = train.pooled.float(), test.pooled.float()
+    y_tr, k_tr = label_matrix(train.meta, names, cfg.uncertain)
+    y_te, k_te = label_matrix(test.meta, names, cfg.uncertain)
+    if not k_tr.any():
+        raise ValueError(f"{cfg.shards}: none of the labels {list(names)} is known in the {cfg.train_split} split")
+    feature_fn = _augmented_features(encoder, cfg, spec, names, device) if cfg.augment else None
+
+    per_seed, scores_by_seed = [], []
+    t1 = time.perf_counter()
+    for seed in range(cfg.seeds):
+        head = train_head(x_tr, y_tr, k_tr, cfg, seed, device, feature_fn)
+        with torch.no_grad():
+            scores = torch.sigmoid(head(x_te.to(device))).cpu().numpy()
+        m = class_metrics(scores, y_te.numpy(), k_te.numpy().astype(bool), names)
+        valid = [v["auprc"] for v in m.values() if v["auprc"] is not None]
+        per_seed.append({"seed": seed, "per_class": m,
+                         "aggregate_auprc": float(np.mean(valid)) if valid else None,
+                         "aggregate_auroc": float(np.mean([v["auroc"] for v in m.values() if v["auroc"] is not None]))
+                         if valid else None})
+        scores_by_seed.append(scores)
+    fit_s = time.perf_counter() - t1
+
+    evaluated = [n for n in names if per_seed[0]["per_class"][n]["auprc"] is not None]
+    if not evaluated:
+        raise ValueError(f"no label of {list(names)} has both outcomes in the {cfg.eval_split} split of {cfg.shards}")
+    per_class = {}
+    for n in evaluated:
+        pm, ps = _summary([s["per_class"][n]["auprc"] for s in per_seed])
+        rm, rs = _summary([s["per_class"][n]["auroc"] for s in per_seed])
+        per_class[n] = {"auprc_mean": pm, "auprc_std": ps, "auroc_mean": rm, "auroc_std": rs,
+                        "n_pos": per_seed[0]["per_class"][n]["n_pos"]}
+    am, asd = _summary([s["aggregate_auprc"] for s in per_seed])
+    rm, rsd = _summary([s["aggregate_auroc"] for s in per_seed])
+    datasets = Counter(m.get("dataset", "") for m in test.meta)
+    results = {
+        "kind": "probe", "encoder": cfg.encoder, "label_set": cfg.labels, "labels": evaluated,
+        "dataset": "+".join(sorted(datasets)),
+        "seeds": list(range(cfg.seeds)), "per_class": per_class,
+        "aggregate": {"auprc_mean": am, "auprc_std": asd, "auroc_mean": rm, "auroc_std": rsd},
+        "per_seed": per_seed,
+        "skipped_labels": [n for n in names if n not in evaluated],
+        "n_train": len(train), "n_test": len(test),
+        "encoder_info": {"name": encoder.name, "fingerprint": encoder.fingerprint, "embed_dim": encoder.pooled_dim,
+                         "pooling": encoder.pooling, "image_size": encoder.image_size},
+        "timing_s": {"features": round(feature_s, 3), "fit_and_score": round(fit_s, 3),
+                     "features_from_cache": bool(train.from_cache and test.from_cache)},
+        "config": config_mod.to_dict(cfg),
+    }
+    config_mod.save(cfg, out)
+    if cfg.plots:
+        from radjepa_cli.downstream.plots import pr_curves
+        pr_curves(out / "pr_curves.png", scores_by_seed, y_te.numpy(), k_te.numpy().astype(bool), evaluated, names,
+                  title=f"{cfg.encoder} — {cfg.labels} ({cfg.eval_split})")
+    write_json(out / "results.json", results)  # last: its presence means the run finished
+    return results
+
+
+def _check_disjoint_patients(train_meta, test_meta, cfg: ProbeConfig) -> None:
+    """Patient-level splits: a patient in both train and test would leak; refuse."""
+    tr = {m.get("patient") for m in train_meta if m.get("patient")}
+    both = tr & {m.get("patient") for m in test_meta if m.get("patient")}
+    if both:
+        raise ValueError(f"{cfg.shards}: {len(both)} patient(s) appear in both {cfg.train_split} and "
+                         f"{cfg.eval_split} (e.g. {sorted(both)[:3]}); splits must be by patient")
+
+
+def _augmented_features(encoder, cfg: ProbeConfig, spec, names, device):
+    """Augment mode: each epoch re-reads the training images, applies the paper's probe augmentations and
+    re-encodes them (nothing cached: every epoch's features differ)."""
+    from radjepa_cli.data.loader import make_loader
+    from radjepa_cli.downstream.augment import AugmentConfig, augment
+    aug = AugmentConfig.probe()
+
+    def features(epoch: int, g: torch.Generator):
+        loader = make_loader(cfg.shards, split=cfg.train_split, batch_size=cfg.feature_batch_size,
+                             image_size=spec.image_size, label_names=names, uncertain=cfg.uncertain,
+                             shuffle=False, seed=epoch)
+        xs, ys, ks = [], [], []
+        with torch.no_grad():
+            for batch in loader:
+                images, _ = augment(batch["image"].to(device), None, aug, g)
+                xs.append(encoder(images).pooled.float())
+                ys.append(batch["labels"])
+                ks.append(batch["label_known"])
+        return torch.cat(xs), torch.cat(ys), torch.cat(ks)
+    return features

@@ -1,0 +1,156 @@
+"""Start pretraining on 1 process, N local processes (`--gpus N` NCCL / `--procs N` gloo), several nodes, or inside a
+process that torchrun or SLURM already started (detected from the environment).
+
+Local and multi-node starts go through torch.distributed's elastic launcher (what torchrun uses): it runs the
+rendezvous, restarts the whole group up to `--max-restarts` times (workers then resume from RUN's latest
+checkpoint), and when a worker dies it stops the others; we turn its failure record into a message naming the rank.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import uuid
+from typing import Any
+
+from radjepa_cli import config as config_mod
+from radjepa_cli.pretrain.train import DistInfo, PretrainConfig, train
+
+
+class WorkerFailedError(RuntimeError):
+    """A training process failed; the message names its rank and says why."""
+
+
+@dataclasses.dataclass
+class LaunchOptions:
+    gpus: int = 0                      # local CUDA processes (NCCL)
+    procs: int = 0                     # local CPU processes (gloo)
+    nnodes: int = 1
+    node_rank: int | None = None       # given → static rendezvous (each node knows its rank); else c10d assigns
+    rdzv_endpoint: str | None = None   # HOST:PORT of the rendezvous (node 0); needed with nnodes > 1
+    rdzv_id: str | None = None         # same on every node of one job
+    max_restarts: int = 0
+
+    def validate(self) -> None:
+        if self.gpus and self.procs:
+            raise ValueError("give --gpus N or --procs N, not both")
+        if self.gpus < 0 or self.procs < 0 or self.nnodes < 1 or self.max_restarts < 0:
+            raise ValueError("--gpus/--procs/--max-restarts must be >= 0 and --nnodes >= 1")
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (node 0's address, same on every node)")
+        if self.node_rank is not None and not 0 <= self.node_rank < self.nnodes:
+            raise ValueError(f"--node-rank {self.node_rank} is outside 0..{self.nnodes - 1}")
+
+
+# ---------------------------------------------------------------------------------------------- environment
+def first_slurm_host(nodelist: str) -> str:
+    """First host of a SLURM node list: 'gpu[003-004,010],cpu1' → 'gpu003'."""
+    m = re.match(r"([^\[,]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if not m:
+        raise ValueError(f"cannot parse SLURM node list {nodelist!r}")
+    prefix, ranges = m.group(1), m.group(2)
+    return prefix + (ranges.split(",")[0].split("-")[0] if ranges else "")
+
+
+def external_launch(env: dict[str, str] | None = None) -> dict[str, str] | None:
+    """The torch.distributed env vars when started by torchrun (RANK/WORLD_SIZE/LOCAL_RANK set) or by `srun` with
+    several tasks (SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID/SLURM_JOB_NODELIST); None for a plain start."""
+    env = dict(os.environ if env is None else env)
+    if all(k in env for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
+        return {k: env[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                                    "MASTER_PORT") if k in env}
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+        if not nodelist and "MASTER_ADDR" not in env:
+            raise RuntimeError("SLURM with several tasks but no SLURM_JOB_NODELIST/MASTER_ADDR to rendezvous at")
+        per_node = env.get("SLURM_NTASKS_PER_NODE", env.get("SLURM_TASKS_PER_NODE", "1")).split("(")[0]
+        return {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": env["SLURM_NTASKS"],
+                "LOCAL_RANK": env.get("SLURM_LOCALID", "0"), "LOCAL_WORLD_SIZE": per_node.split(",")[0],
+                "MASTER_ADDR": env.get("MASTER_ADDR") or first_slurm_host(nodelist),
+                # one port per job, so two jobs sharing a node do not collide
+                "MASTER_PORT": env.get("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000))}
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- workers
+def _worker(cfg_dict: dict[str, Any], device: str) -> dict[str, Any] | None:
+    """One training process under an initialised environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*)."""
+    import torch.distributed as tdist
+
+    cfg = config_mod.from_dict(PretrainConfig, cfg_dict)
+    info = DistInfo(rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
+                    local_rank=int(os.environ.get("LOCAL_RANK", "0")), device=device)
+    if info.world_size > 1 and not tdist.is_initialized():
+        tdist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
+    try:
+        return train(cfg, info)
+    finally:
+        if tdist.is_initialized():
+            tdist.destroy_process_group()
+
+
+def _elastic_entry(cfg_dict: dict[str, Any], device: str) -> dict[str, Any] | None:
+    # `record` writes the worker's traceback to the error file the agent reads, so the parent can report it.
+    from torch.distributed.elastic.multiprocessing.errors import record
+    return record(_worker)(cfg_dict, device)
+
+
+def _failure_message(err: Exception) -> str:
+    failures = getattr(err, "failures", {}) or {}
+    if not failures:
+        return str(err)
+    lines = []
+    for rank, f in sorted(failures.items()):
+        why = f"signal {f.signal_name()}" if f.exitcode is not None and f.exitcode < 0 else f"exit code {f.exitcode}"
+        msg = f.message
+        if isinstance(msg, dict):
+            msg = msg.get("message", msg)
+        text = str(msg).strip().splitlines()
+        detail = next((t for t in reversed(text) if t.strip()), "") if text else ""
+        lines.append(f"rank {rank} (local rank {f.local_rank}, pid {f.pid}) failed with {why}"
+                     + (f": {detail}" if detail and "To enable traceback" not in detail else ""))
+    return "pretraining stopped: " + "; ".join(lines)
+
+
+def run_pretrain(cfg: PretrainConfig, opts: LaunchOptions | None = None) -> dict[str, Any] | None:
+    """Train cfg with the process layout of `opts` (or the environment's). Returns rank 0's summary (None on
+    nodes that do not host rank 0)."""
+    opts = opts or LaunchOptions()
+    opts.validate()
+    cfg.validate()
+    import torch
+
+    ext = external_launch()
+    if ext is not None:
+        os.environ.update(ext)
+        device = "cuda" if torch.cuda.is_available() and not opts.procs else "cpu"
+        return _worker(config_mod.to_dict(cfg), device)
+
+    nproc = opts.gpus or opts.procs or 1
+    device = "cuda" if opts.gpus else "cpu"
+    if opts.gpus:
+        if not torch.cuda.is_available():
+            raise RuntimeError("--gpus needs CUDA, which this machine lacks; use --procs N for CPU processes")
+        if opts.gpus > torch.cuda.device_count():
+            raise RuntimeError(f"--gpus {opts.gpus} but only {torch.cuda.device_count()} CUDA device(s) visible")
+    if nproc == 1 and opts.nnodes == 1 and opts.max_restarts == 0:
+        if device == "cpu" and not opts.procs and torch.cuda.is_available():
+            device = "cuda"   # a plain start on a GPU machine uses its first GPU
+        return train(cfg, DistInfo(device=device))
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    static = opts.node_rank is not None and opts.nnodes > 1
+    lc = LaunchConfig(
+        min_nodes=opts.nnodes, max_nodes=opts.nnodes, nproc_per_node=nproc,
+        run_id=opts.rdzv_id or (f"radjepa-{uuid.uuid4().hex[:8]}" if opts.nnodes == 1 else "radjepa"),
+        rdzv_backend="static" if static else "c10d",
+        rdzv_endpoint=opts.rdzv_endpoint or "localhost:0",
+        rdzv_configs={"rank": opts.node_rank} if static else {},
+        max_restarts=opts.max_restarts, monitor_interval=0.5, start_method="spawn")
+    try:
+        results = elastic_launch(lc, _elastic_entry)(config_mod.to_dict(cfg), device)
+    except ChildFailedError as e:
+        raise WorkerFailedError(_failure_message(e)) from None
+    return results.get(0) if results else None

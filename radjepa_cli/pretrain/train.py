@@ -1,0 +1,374 @@
+"""I-JEPA pretraining: the config and the training loop (one process; `launch.py` starts several).
+
+The loop, per optimizer step: `grad_accum` micro-batches (DDP syncs gradients only on the last), then LR/WD from the
+schedules, optional clipping, AdamW, and the EMA of the target encoder — schedules and EMA step once per optimizer
+step. bf16 autocast on CUDA (no GradScaler), fp32 on CPU. Checkpoints, telemetry and monitors are rank 0's job.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from radjepa_cli import config as config_mod
+from radjepa_cli.pretrain import run_state
+from radjepa_cli.pretrain.masks import MaskConfig
+from radjepa_cli.pretrain.monitors import NonFiniteLossError
+
+# I-JEPA warms up for 40 of 300 epochs; we keep that fraction whatever the run length.
+WARMUP_FRACTION = 40 / 300
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    shards: str = ""
+    out: str = ""
+    split: str = "train"
+    # model
+    model: str = "vit_base"
+    image_size: int = 224
+    patch_size: int = 14
+    pred_depth: int | None = None          # None: the preset's default (models/predictor.PREDICTOR_DEPTH)
+    pred_dim: int = 384
+    loss: str = "l2"                       # l2 (RadJEPA paper) | smooth_l1 (I-JEPA code)
+    masks: MaskConfig = dataclasses.field(default_factory=MaskConfig)
+    # length: exactly one of steps / epochs (optimizer steps; an epoch = one pass over the split)
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int = 64                   # per process and micro-batch; global = batch_size·world·grad_accum
+    grad_accum: int = 1
+    # optimisation (I-JEPA: lr 2e-4 → 1e-3 → 1e-6, wd 0.04 → 0.4, EMA 0.996 → 1.0)
+    lr: float = 1e-3
+    start_lr: float = 2e-4
+    final_lr: float = 1e-6
+    warmup_steps: int | None = None        # None: 40/300 of the run, as I-JEPA
+    wd: float = 0.04
+    final_wd: float = 0.4
+    ema_start: float = 0.996
+    ema_end: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip_grad: float | None = None
+    seed: int = 0
+    # runtime
+    kernels: str = "auto"                  # auto | triton | eager
+    num_workers: int = 2
+    threads: int | None = None             # CPU threads per process (None: cores / local processes)
+    log_every: int = 10
+    monitor_every: int = 100
+    ckpt_every: int = 200                  # latest.pt
+    milestone_every: int = 0               # step_XXXXXXX.pt (0: only the final one)
+    keep_milestones: int = 0               # 0: keep all
+    tensorboard: bool = True
+    resume: bool = False
+
+    def validate(self) -> None:
+        if not self.shards or not self.out:
+            raise ValueError("pretrain needs shards and out")
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of steps or epochs")
+        for name in ("batch_size", "grad_accum", "log_every", "monitor_every", "ckpt_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if (self.steps or 1) < 1 or (self.epochs or 1) < 1:
+            raise ValueError("steps/epochs must be >= 1")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.kernels not in ("auto", "triton", "eager"):
+            raise ValueError(f"kernels must be auto, triton or eager, not {self.kernels!r}")
+
+
+# Changing these on --resume would silently make a different experiment than the checkpoint's.
+RESUME_LOCKED = ("model", "image_size", "patch_size", "pred_depth", "pred_dim", "loss", "masks", "steps", "epochs",
+                 "batch_size", "grad_accum", "lr", "start_lr", "final_lr", "warmup_steps", "wd", "final_wd",
+                 "ema_start", "ema_end", "betas", "clip_grad", "seed", "split")
+
+
+def resolve_config(toml_path: str | Path | None, overrides: dict[str, Any]) -> PretrainConfig:
+    """Defaults ← TOML ← CLI overrides (None = unset). With resume and an existing RUN/config.json, the saved
+    config is the base, so `--resume` alone continues the run; changing an experiment-defining field is an error."""
+    data: dict[str, Any] = {}
+    if toml_path is not None:
+        p = Path(toml_path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file {p} does not exist")
+        with p.open("rb") as f:
+            data = tomllib.load(f)
+    over = {k: v for k, v in overrides.items() if v is not None}
+    mask_over = over.pop("masks", None) or {}
+    saved = run_state.saved_config(over.get("out") or data.get("out", "")) if (over.get("resume")
+                                                                                 or data.get("resume")) else None
+    base = {k: v for k, v in (saved or {}).items() if k != "type"}
+    explicit = {**data, **over}
+    merged = {**base, **explicit}
+    merged["masks"] = {**base.get("masks", {}), **data.get("masks", {}), **mask_over}
+    # The run length given explicitly replaces the one from the file/saved config (one of the two is None).
+    if "steps" in explicit and "epochs" not in explicit:
+        merged["epochs"] = None
+    elif "epochs" in explicit and "steps" not in explicit:
+        merged["steps"] = None
+    cfg = config_mod.from_dict(PretrainConfig, merged, where=str(toml_path or "pretrain options"))
+    if saved is not None:
+        was = config_mod.from_dict(PretrainConfig, base, where=f"{over.get('out')}/config.json")
+        changed = [f"{k}: {getattr(was, k)!r} → {getattr(cfg, k)!r}" for k in RESUME_LOCKED
+                   if getattr(was, k) != getattr(cfg, k)]
+        if changed:
+            raise ValueError("--resume with options that differ from the run's config.json: " + "; ".join(changed)
+                             + ". Resume with the same options, or start a new --out.")
+    cfg.validate()
+    return cfg
+
+
+def count_samples(shards: str | Path, split: str) -> int:
+    """Samples of `split` from the shard folder's manifest.json (needed to turn epochs into steps)."""
+    from radjepa_cli.io import read_json
+    path = Path(shards) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: --epochs needs the shard manifest (or give --steps)")
+    n = read_json(path).get("counts", {}).get("split", {}).get(split)
+    if not n:
+        raise ValueError(f"{path}: no samples in split {split!r}")
+    return int(n)
+
+
+@dataclasses.dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: str = "cpu"     # "cpu" or "cuda"
+
+
+def _setup(cfg: PretrainConfig, dist: DistInfo) -> torch.device:
+    import radjepa_kernels
+    radjepa_kernels.set_backend(cfg.kernels)
+    if dist.device == "cuda":
+        torch.cuda.set_device(dist.local_rank)
+        device = torch.device("cuda", dist.local_rank)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        device = torch.device("cpu")
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // local))
+    return device
+
+
+def build_model(cfg: PretrainConfig):
+    from radjepa_cli.models.predictor import build_predictor
+    from radjepa_cli.models.vit import build_encoder
+    from radjepa_cli.pretrain.jepa import JEPA
+
+    enc = build_encoder(cfg.model, img_size=cfg.image_size, patch_size=cfg.patch_size, in_chans=1)
+    pred = build_predictor(enc, depth=cfg.pred_depth, dim=cfg.pred_dim, model=cfg.model)
+    return JEPA(enc, pred, loss=cfg.loss)
+
+
+LoaderFactory = Callable[[int, int], Iterable]   # (epoch, rank) -> iterable of collated batches
+
+
+def default_loader_factory(cfg: PretrainConfig, dist: DistInfo, grid: tuple[int, int]) -> Callable[[int], Iterable]:
+    from radjepa_cli.data.loader import make_loader
+    from radjepa_cli.pretrain.masks import MultiBlockMaskCollator
+
+    collator = MultiBlockMaskCollator(cfg.masks, grid, seed=cfg.seed, rank=dist.rank)
+
+    def for_epoch(epoch: int) -> Iterable:
+        collator.set_epoch(epoch)   # skipped batches on resume are replayed, so the counter starts at 0
+        return make_loader(cfg.shards, split=cfg.split, batch_size=cfg.batch_size, image_size=cfg.image_size,
+                           train=True, num_workers=cfg.num_workers, seed=cfg.seed, epoch=epoch, rank=dist.rank,
+                           world_size=dist.world_size, drop_last=True, collate_fn=collator)
+    return for_epoch
+
+
+def train(cfg: PretrainConfig, dist: DistInfo | None = None,
+          loader_factory: Callable[[int], Iterable] | None = None) -> dict[str, Any]:
+    """Train (or resume) the run in cfg.out; returns the summary also written to RUN/COMPLETE."""
+    import torch.distributed as tdist
+
+    from radjepa_cli.models.vit import DEFAULT_MEAN, DEFAULT_STD
+    from radjepa_cli.pretrain.batches import all_ranks_agree, batch_stream
+    from radjepa_cli.pretrain.monitors import CollapseMonitor
+    from radjepa_cli.pretrain.schedules import Schedules
+    from radjepa_cli.pretrain.telemetry import Telemetry
+
+    dist = dist or DistInfo()
+    cfg.validate()
+    run = Path(cfg.out)
+    is_main = dist.rank == 0
+    distributed = dist.world_size > 1
+    device = _setup(cfg, dist)
+
+    torch.manual_seed(cfg.seed)                  # same init on every rank (DDP also broadcasts rank 0's)
+    model = build_model(cfg).to(device)
+    torch.manual_seed(cfg.seed + dist.rank)      # per-rank stream for anything random in the step (drop path)
+    # fused AdamW on CUDA, multi-tensor on CPU: one kernel per step instead of one per parameter
+    opt = torch.optim.AdamW(model.param_groups(), lr=cfg.start_lr, betas=tuple(cfg.betas), weight_decay=cfg.wd,
+                            **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+
+    # ---- fresh run or resume
+    ckpt = None
+    if run_state.latest_path(run).is_file():
+        restarted = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0"   # --max-restarts: auto-resume
+        if not (cfg.resume or restarted):
+            raise FileExistsError(f"{run} already holds a run (checkpoints/latest.pt); pass --resume to continue "
+                                  f"it or choose another --out")
+        ckpt = run_state.load_checkpoint(run_state.latest_path(run))
+        run_state.restore(model, opt, ckpt)
+    if is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        for stale in run_state.ckpt_dir(run).glob(".*.tmp"):   # left by a kill during a save
+            stale.unlink(missing_ok=True)
+        run_state.write_run_files(run, cfg, model.encoder)
+    if ckpt and run_state.is_complete(run) and ckpt["step"] >= (ckpt.get("total_steps") or 0):
+        from radjepa_cli.io import read_json
+        return {"already_complete": True, **read_json(run / "COMPLETE")}
+    step = ckpt["step"] if ckpt else 0
+    epoch = ckpt["epoch"] if ckpt else 0
+    position = ckpt["batch_in_epoch"] if ckpt else 0
+    if ckpt and ckpt.get("world_size", 1) == dist.world_size and len(ckpt.get("rng", [])) == dist.world_size:
+        run_state.restore_rng(ckpt["rng"][dist.rank])
+
+    steps_per_epoch = None
+    if cfg.epochs is not None:
+        steps_per_epoch = count_samples(cfg.shards, cfg.split) // (cfg.batch_size * dist.world_size) // cfg.grad_accum
+        if steps_per_epoch < 1:
+            raise ValueError(f"{cfg.shards}: too few {cfg.split} samples for one step of global batch "
+                             f"{cfg.batch_size * dist.world_size * cfg.grad_accum}")
+    total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
+    sched = Schedules(total_steps=total, warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None
+                      else round(WARMUP_FRACTION * total), lr=cfg.lr, start_lr=cfg.start_lr, final_lr=cfg.final_lr,
+                      wd=cfg.wd, final_wd=cfg.final_wd, ema_start=cfg.ema_start, ema_end=cfg.ema_end)
+
+    core = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        model = DDP(model, device_ids=[dist.local_rank] if device.type == "cuda" else None,
+                    broadcast_buffers=False)
+    agree_group = tdist.new_group(backend="gloo") if distributed and device.type == "cuda" else None
+    agree = all_ranks_agree(agree_group)
+    loader_factory = loader_factory or default_loader_factory(cfg, dist, core.encoder.grid_size)
+    stream = batch_stream(loader_factory, epoch=epoch, skip=position, agree=agree)
+
+    monitor = CollapseMonitor()
+    if ckpt and "monitor" in ckpt:
+        monitor.load_state_dict(ckpt["monitor"])
+    mon_gen = torch.Generator().manual_seed(cfg.seed)
+    tel = Telemetry(run, total, step, tensorboard=cfg.tensorboard) if is_main else None
+    if tel and ckpt:
+        tel.info(f"resumed {run} at step {step}/{total} (epoch {epoch}, batch {position})")
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    mean, std = DEFAULT_MEAN, DEFAULT_STD
+    imgs_per_step = cfg.batch_size * cfg.grad_accum * dist.world_size
+
+    bad = torch.zeros((), dtype=torch.bool, device=device)       # any non-finite loss since the last check
+    loss_sum = torch.zeros((), device=device)
+    n_since, t_last, last_loss, last_mon = 0, time.time(), float("nan"), {}
+    last_good_step = step
+
+    def check_finite() -> tuple[bool, float]:
+        """All ranks: (every loss finite since last check, mean loss) — one all-reduce at log/ckpt steps."""
+        vals = torch.stack([bad.float(), loss_sum, torch.tensor(float(max(n_since, 1)), device=device)])
+        if distributed:
+            tdist.all_reduce(vals)
+        return vals[0].item() == 0, (vals[1] / vals[2]).item()
+
+    def save(milestone: bool) -> None:
+        rng = [run_state.capture_rng()]
+        if distributed:
+            rng = [None] * dist.world_size
+            tdist.all_gather_object(rng, run_state.capture_rng())
+        if is_main:
+            ck = run_state.make_checkpoint(core, opt, step=step, epoch=ep, batch_in_epoch=pos, loss=last_loss,
+                                           lr=sched.lr_at(max(step - 1, 0)), batch_size=cfg.batch_size,
+                                           world_size=dist.world_size, rng=rng,
+                                           extra={"monitor": monitor.state_dict(), "total_steps": total})
+            run_state.save_checkpoint(run, ck, milestone=milestone, keep_milestones=cfg.keep_milestones)
+
+    ep, pos = epoch, position
+    t_start = time.time()
+    try:
+        while step < total:
+            micro = []
+            for _ in range(cfg.grad_accum):
+                e, p, batch = next(stream)
+                if micro and e != micro[0][0]:
+                    micro = []            # epoch ended mid-accumulation: drop the partial step
+                micro.append((e, p, batch))
+            if len(micro) < cfg.grad_accum:
+                continue
+            # ---- forward/backward over the micro-batches
+            for i, (_, _, (batch, masks_enc, masks_pred)) in enumerate(micro):
+                images = (batch["image"].to(device, non_blocking=True).float() - mean) / std
+                masks_enc = masks_enc.to(device, non_blocking=True)
+                masks_pred = masks_pred.to(device, non_blocking=True)
+                sync = model.no_sync() if distributed and i < len(micro) - 1 else contextlib.nullcontext()
+                with sync:
+                    with autocast:
+                        loss = model(images, masks_enc, masks_pred)
+                    (loss / cfg.grad_accum).backward()
+                loss_sum += loss.detach().float() / cfg.grad_accum
+                bad |= ~torch.isfinite(loss.detach())
+            ep, pos = micro[-1][0], micro[-1][1]
+            # ---- optimizer step with this step's schedules, then EMA
+            s = sched.at(step)
+            for g in opt.param_groups:
+                g["lr"] = s["lr"]
+                if g.get("apply_wd"):
+                    g["weight_decay"] = s["wd"]
+            if cfg.clip_grad:
+                torch.nn.utils.clip_grad_norm_([p for _, p in core.trainable_parameters()], cfg.clip_grad)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            core.update_target(s["momentum"])
+            step += 1
+            n_since += 1
+
+            do_log = step % cfg.log_every == 0 or step == total
+            do_ckpt = step % cfg.ckpt_every == 0 or step == total
+            if do_log or do_ckpt:
+                finite, mean_loss = check_finite()
+                if not finite:
+                    raise NonFiniteLossError(f"the loss became NaN/inf between steps {last_good_step} and {step}")
+                last_good_step, last_loss = step, mean_loss
+            if is_main and step % cfg.monitor_every == 0 and core.last_target_tokens is not None:
+                last_mon = monitor.measure(core.last_target_tokens, generator=mon_gen)
+                for w in monitor.check(last_mon):
+                    tel.warn(f"step {step}: {w}")
+            if do_log:
+                now = time.time()
+                if is_main:
+                    tel.log({"step": step, "epoch": ep, "loss": last_loss, **s,
+                             "images_per_s": n_since * imgs_per_step / max(now - t_last, 1e-9), **last_mon})
+                last_mon = {}
+                loss_sum.zero_()
+                n_since, t_last = 0, now
+            elif tel:
+                tel.advance(step)
+            if do_ckpt:
+                save(milestone=step == total or (cfg.milestone_every > 0 and step % cfg.milestone_every == 0))
+    except NonFiniteLossError as e:
+        if is_main:
+            good = run_state.latest_path(run)
+            msg = (f"{e}; stopped. The last good checkpoint {good} (step {last_good_step}) is kept"
+                   if good.is_file() else f"{e}; stopped before any checkpoint was written")
+            run_state.mark_failed(run, msg, step=step, last_good_step=last_good_step)
+            raise NonFiniteLossError(msg + ". Lower --lr or set clip_grad, then --resume.") from None
+        raise
+    finally:
+        if tel:
+            tel.close()
+
+    summary = {"steps": step, "epoch": ep, "final_loss": last_loss, "wall_s": round(time.time() - t_start, 1),
+               "world_size": dist.world_size, "global_batch": imgs_per_step,
+               "monitors": monitor.measure(core.last_target_tokens) if core.last_target_tokens is not None else {}}
+    if is_main:
+        run_state.mark_complete(run, summary)
+    return summary
