@@ -46,9 +46,13 @@ def key_numbers(out: Path) -> list[tuple[str, str]]:
     r = _load(out / "evaluate" / "reports" / "results.json")
     if r:
         for name, m in (r.get("metrics") or {}).items():
-            if isinstance(m, dict) and "median" in m:
-                rows.append((f"report {name}", f"{m['median']:.3g} [{m.get('ci_low', float('nan')):.3g}, "
-                                               f"{m.get('ci_high', float('nan')):.3g}]"))
+            if not isinstance(m, dict) or m.get("value") is None:
+                continue
+            label = f"report {m.get('label', name)}"
+            if m.get("median") is None:  # --bootstrap 0: point estimate only
+                rows.append((label, f"{m['value']:.3g}"))
+            else:
+                rows.append((label, f"{m['median']:.3g} [{m['ci_low']:.3g}, {m['ci_high']:.3g}] (median, 95% CI)"))
     return rows
 
 

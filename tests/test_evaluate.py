@@ -187,3 +187,18 @@ def test_protocol_runner_resumes(tmp_path):
     run_protocol(cfg, run=fake)
     assert len(calls) == 4  # finished steps are not redone
     assert (tmp_path / "protocol_config.json").exists()
+
+
+def test_mixed_file_is_scored_per_group(tmp_path):
+    from radjepa_cli.evaluate.reports import ReportEvalConfig, evaluate_predictions
+
+    rows = [{"id": str(i), "generated": "No pleural effusion." if i % 2 else "Small effusion.",
+             "reference": "Small left pleural effusion.", "encoder": "a" if i < 6 else "b", "dataset": "iu-xray"}
+            for i in range(10)]
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = evaluate_predictions(ReportEvalConfig(str(path), bootstrap=0))
+    assert out["n"] == 10 and [(g["encoder"], g["n"]) for g in out["groups"]] == [("a", 6), ("b", 4)]
+    # encoder a: 3 of 6 say "small effusion" (TP), encoder b: 2 of 4; F1-5 effusion-only macro over 5 labels
+    eff = {g["encoder"]: g["metrics"]["f1_5_micro"]["value"] for g in out["groups"]}
+    assert eff == {"a": pytest.approx(100 * 2 * 3 / (2 * 3 + 3)), "b": pytest.approx(100 * 2 * 2 / (2 * 2 + 2))}

@@ -117,3 +117,34 @@ def test_tiny_lm_needs_texts_and_local_lm_errors(tmp_path):
         load_language_model(str(tmp_path / "nope"))
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_language_model(str(tmp_path))
+
+
+def test_token_cache_is_reused_only_for_the_same_identity(tmp_path):
+    import numpy as np
+    from radjepa_cli.data.record import Record
+    from radjepa_cli.models.zoo import load_encoder
+    from radjepa_cli.report.features import cache_split
+
+    enc = load_encoder("pixels:16")
+    calls = []
+    forward = enc.forward
+    enc.forward = lambda x: calls.append(len(x)) or forward(x)
+    rng = np.random.default_rng(0)
+    recs = [Record(key=f"k{i}", image=rng.random((20, 24), dtype=np.float32), dataset="t",
+                   findings="" if i == 2 else f"report {i}", labels={"Edema": i % 2}) for i in range(5)]
+    kw = dict(image_size=16, feature_layer=None, batch_size=2)
+    c = cache_split(enc, iter(recs), tmp_path, identity={"encoder": "a"}, **kw)
+    assert len(c) == 4 and c.keys == ["k0", "k1", "k3", "k4"]  # the record without Findings is left out
+    assert c.tokens.shape == (4, 4, 64) and c.batch([1, 0]).dtype == torch.float32
+    from radjepa_cli.report.features import image_to_square
+    expected = forward(image_to_square(recs[3].image, 16)[None]).patch_tokens[0]
+    torch.testing.assert_close(c.batch([2])[0], expected, atol=2e-3, rtol=0)  # fp16 storage
+    n = len(calls)
+    cache_split(enc, iter(recs), tmp_path, identity={"encoder": "a"}, **kw)
+    assert len(calls) == n  # reused
+    cache_split(enc, iter(recs), tmp_path, identity={"encoder": "b"}, **kw)
+    assert len(calls) > n  # another encoder: recomputed
+    (tmp_path / "index.json").unlink()  # an interrupted cache is never trusted
+    m = len(calls)
+    cache_split(enc, iter(recs), tmp_path, identity={"encoder": "b"}, **kw)
+    assert len(calls) > m

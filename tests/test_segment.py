@@ -50,8 +50,9 @@ def test_lr_swap_and_flip_keep_laterality():
     flip_only = AugmentConfig(hflip=True, degrees=0, translate=0, scale=(1, 1), shear=0, brightness=0, contrast=0)
     g = torch.Generator().manual_seed(0)
     for _ in range(8):  # some draws flip, some do not
-        out, m = augment(img, masks, flip_only, g, flip_perm=[1, 0])
+        out, m, was_flipped = augment(img, masks, flip_only, g, flip_perm=[1, 0])
         flipped = out[0, 0, 0, -1] > 0.5
+        assert bool(was_flipped[0]) == bool(flipped)
         assert torch.equal(out[0, 0] > 0.5, (img.flip(-1) if flipped else img)[0, 0] > 0.5)
         # after a mirror the band is the patient's LEFT lung (channel 1) on the image's right
         assert torch.equal(m[0, 1 if flipped else 0] > 0.5, out[0, 0] > 0.5)

@@ -42,9 +42,9 @@ evaluate_app = typer.Typer(
 
 _UNC = typer.Option("positive", "--uncertain-as", help="How uncertain (-1) labels count in F1: positive | negative "
                                                        "(recorded in the output).")
-_RG = typer.Option(None, "--radgraph-dir", help="Local RadGraph model cache (radgraph package, model_type=radgraph).")
-_CB = typer.Option(None, "--chexbert-dir", help="Local CheXbert weights dir (chexbert.pth + bert-base-uncased files).")
-_GR = typer.Option(None, "--green-dir", help="Local GREEN judge model dir (e.g. GREEN-RadLlama2-7b).")
+_RG = typer.Option(None, "--radgraph-dir", envvar="RADJEPA_RADGRAPH_DIR", help="Local RadGraph model cache (radgraph package, model_type=radgraph).")
+_CB = typer.Option(None, "--chexbert-dir", envvar="RADJEPA_CHEXBERT_DIR", help="Local CheXbert weights dir (chexbert.pth + bert-base-uncased files).")
+_GR = typer.Option(None, "--green-dir", envvar="RADJEPA_GREEN_DIR", help="Local GREEN judge model dir (e.g. GREEN-RadLlama2-7b).")
 
 
 def _console():

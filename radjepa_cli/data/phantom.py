@@ -186,7 +186,8 @@ def generate(index: int, cfg: PhantomConfig) -> Record:
     findings, impression = write_report(truth, view, r_text)
 
     labels = {name: int(present.get(name, 0)) for name in PHANTOM}
-    labels["No Finding"] = int(not any(present.values()))
+    # CheXpert's rule: No Finding = 1 iff no abnormality other than Support Devices is present.
+    labels["No Finding"] = int(not any(v for k, v in present.items() if k != "Support Devices"))
     patient = f"phantom-s{cfg.seed}-{index:07d}"
     extra = {
         "findings": truth, "ctr": round(anatomy.ctr, 3), "difficulty": cfg.difficulty,

@@ -71,12 +71,13 @@ def _positive(name: str, t: dict, view: str, rng: np.random.Generator) -> str:
     if name == "Atelectasis":
         where = "both lung bases" if side == "bilateral" else f"the {side} lung base"
         if t["kind"] == "plate-like":
-            return _pick(rng, [f"Plate-like atelectasis at {where}.", f"Linear opacity at {where}, likely subsegmental atelectasis.",
+            return _pick(rng, [f"Plate-like atelectasis at {where}.", f"Subsegmental linear atelectasis at {where}.",
                                f"{_cap(t['severity'])} discoid atelectasis at {where}."])
         return _pick(rng, [f"{_cap(side)} lower lobe atelectasis with volume loss and elevation of the {side} hemidiaphragm.",
                            f"Volume loss in the {side} lower lobe, consistent with atelectasis."])
     if name == "Edema":
-        extra = " with interstitial thickening and Kerley B lines" if t["strength"] > 0.35 else ""
+        # (no "lines" here: report labellers read "lines" as support devices)
+        extra = " with interstitial and septal thickening" if t["strength"] > 0.35 else ""
         return _pick(rng, [f"{_cap(sev)} pulmonary edema{extra}.",
                            f"Bilateral perihilar haziness consistent with {sev} pulmonary edema.",
                            f"Findings of {sev} interstitial pulmonary edema{extra}."])

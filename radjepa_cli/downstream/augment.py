@@ -42,9 +42,10 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
 
 
 def augment(images: torch.Tensor, masks: torch.Tensor | None, cfg: AugmentConfig, g: torch.Generator,
-            flip_perm: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+            flip_perm: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """images [B, 1, H, W] in [0, 1]; masks [B, M, H, W] (same geometry). flip_perm: mask channel order after a
-    horizontal flip (left↔right names); required when masks are flipped. Randomness: CPU generator `g`."""
+    horizontal flip (left↔right names); required when masks are flipped. Randomness: CPU generator `g`.
+    Returns (images, masks, flipped [B] bool) — callers permute per-channel metadata (e.g. mask_known) alike."""
     B, _, H, W = images.shape
     dev = images.device
     # --- geometry: one affine (+ optional elastic field) per sample, applied to image and masks alike
@@ -83,7 +84,7 @@ def augment(images: torch.Tensor, masks: torch.Tensor | None, cfg: AugmentConfig
         out = out.clamp_min(1e-6) ** lg
     if cfg.noise_std > 0:
         out = out + cfg.noise_std * torch.randn(out.shape, generator=g).to(dev)
-    return out.clamp(0, 1), out_masks
+    return out.clamp(0, 1), out_masks, flip
 
 
 def lr_swap_permutation(names: list[str] | tuple[str, ...]) -> list[int] | None:

@@ -250,7 +250,7 @@ def _augmented_features(encoder, cfg: ProbeConfig, spec, names, device):
         xs, ys, ks = [], [], []
         with torch.no_grad():
             for batch in loader:
-                images, _ = augment(batch["image"].to(device), None, aug, g)
+                images, _, _ = augment(batch["image"].to(device), None, aug, g)
                 xs.append(encoder(images).pooled.float())
                 ys.append(batch["labels"])
                 ks.append(batch["label_known"])

@@ -258,9 +258,12 @@ def _augmented(encoder, cfg: SegmentConfig, spec, structures, device):
                              image_size=spec.image_size, mask_names=structures, shuffle=False)
         feats, masks, known = [], [], []
         for batch in loader:
-            images, m = augment(batch["image"].to(device), batch["masks"].to(device), aug, g, perm)
+            images, m, flipped = augment(batch["image"].to(device), batch["masks"].to(device), aug, g, perm)
+            k = batch["mask_known"].clone()
+            if flipped.any():
+                k[flipped] = k[flipped][:, perm]  # a mirrored L3 is the R3 channel: its "annotated" flag too
             feats.append([f.float().cpu() for f in encoder.intermediate(images, spec.layers)])
             masks.append((m > 0.5).to(torch.uint8).cpu())
-            known.append(batch["mask_known"])
+            known.append(k)
         return [torch.cat(parts) for parts in zip(*feats)], torch.cat(masks), torch.cat(known)
     return features

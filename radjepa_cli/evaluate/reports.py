@@ -75,40 +75,63 @@ def _green(rows, gens, refs, cfg, unavailable, notes) -> dict[str, np.ndarray]:
     return {"green": np.array([0.0 if s is None else s for s in scores])}
 
 
-def score_rows(rows: Sequence[dict], cfg: ReportEvalConfig) -> dict[str, Any]:
-    """Metrics of one group of prediction rows (every row needs a reference)."""
+@dataclasses.dataclass
+class ModelScores:
+    """Per-row outputs of the optional model-based scorers, computed once per file (a 7B judge is expensive)."""
+
+    means: dict[str, np.ndarray]
+    chexbert: tuple[list[dict], list[dict]] | None
+    unavailable: dict[str, str]
+    notes: list[str]
+
+
+def _require_references(rows: Sequence[dict], where: str) -> None:
     missing = [r["id"] for r in rows if not isinstance(r.get("reference"), str)]
     if missing:
-        raise ValueError(f"{cfg.predictions}: {len(missing)} predictions have no 'reference' text "
+        raise ValueError(f"{where}: {len(missing)} predictions have no 'reference' text "
                          f"(first: {missing[0]!r}); scoring needs one per report")
+
+
+def model_scores(rows: Sequence[dict], cfg: ReportEvalConfig) -> ModelScores:
     gens, refs = [r["generated"] for r in rows], [r["reference"] for r in rows]
     unavailable: dict[str, str] = {}
     notes: list[str] = []
     means = _radgraph(rows, gens, refs, cfg, unavailable)
     means.update(_green(rows, gens, refs, cfg, unavailable, notes))
-    stats = bs.compute_report_stats(gens, refs, uncertain_as=cfg.uncertain_as, means=means)
+    chexbert = None
     if cfg.chexbert_dir:
-        unavailable.update(_chexbert(gens, refs, cfg, stats))
+        from ..metrics.chexbert import CheXbertLabeller
+
+        try:
+            lab = CheXbertLabeller(cfg.chexbert_dir)
+            chexbert = (lab.label(gens), lab.label(refs))
+        except ScorerUnavailable as e:
+            unavailable["chexbert_f1_14_macro"] = f"n/a ({e})"
     else:
         unavailable["chexbert_f1_14_macro"] = "n/a (no local weights: pass --chexbert-dir DIR)"
+    return ModelScores(means, chexbert, unavailable, notes)
+
+
+def score_rows(rows: Sequence[dict], cfg: ReportEvalConfig, idx: Sequence[int] | None = None,
+               pre: ModelScores | None = None) -> dict[str, Any]:
+    """Metrics of rows[idx] (default: all) with bootstrap CIs; `pre` = model scores already computed for `rows`."""
+    _require_references(rows, cfg.predictions)
+    pre = pre or model_scores(rows, cfg)
+    idx = list(range(len(rows))) if idx is None else list(idx)
+    gens, refs = [rows[i]["generated"] for i in idx], [rows[i]["reference"] for i in idx]
+    stats = bs.compute_report_stats(gens, refs, uncertain_as=cfg.uncertain_as,
+                                    means={k: v[idx] for k, v in pre.means.items()})
+    if pre.chexbert is not None:
+        from ..data.labels import CHEXPERT_14
+        from ..metrics import f1 as f1m
+
+        g, r = pre.chexbert
+        stats.label_counts["chexbert_f1_14"] = f1m.f1_counts([g[i] for i in idx], [r[i] for i in idx],
+                                                             CHEXPERT_14, cfg.uncertain_as)
     result = bs.bootstrap(stats, cfg.bootstrap, cfg.seed)
     info = {**bs.METRICS, **EXTRA_METRICS}
     metrics = {k: {**v, "label": info[k][0], "definition": info[k][1]} for k, v in result.items()}
-    return {"n": len(rows), "metrics": metrics, "unavailable": unavailable, "notes": notes}
-
-
-def _chexbert(gens, refs, cfg, stats) -> dict[str, str]:
-    from ..data.labels import CHEXPERT_14
-    from ..metrics import f1 as f1m
-    from ..metrics.chexbert import CheXbertLabeller
-
-    try:
-        lab = CheXbertLabeller(cfg.chexbert_dir)
-    except ScorerUnavailable as e:
-        return {"chexbert_f1_14_macro": f"n/a ({e})"}
-    stats.label_counts["chexbert_f1_14"] = f1m.f1_counts(lab.label(gens), lab.label(refs), CHEXPERT_14,
-                                                         cfg.uncertain_as)
-    return {}
+    return {"n": len(idx), "metrics": metrics, "unavailable": dict(pre.unavailable), "notes": list(pre.notes)}
 
 
 def evaluate_predictions(cfg: ReportEvalConfig) -> dict[str, Any]:
@@ -121,18 +144,20 @@ def evaluate_predictions(cfg: ReportEvalConfig) -> dict[str, Any]:
         r.setdefault("encoder", cfg.default_encoder or Path(cfg.predictions).resolve().parent.name)
         if cfg.default_dataset:
             r.setdefault("dataset", cfg.default_dataset)
-    groups: dict[tuple[str, str, str], list[dict]] = {}
-    for r in rows:
-        groups.setdefault(group_key(r), []).append(r)
-    overall = score_rows(rows, cfg)
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(group_key(r), []).append(i)
+    _require_references(rows, cfg.predictions)
+    pre = model_scores(rows, cfg)
+    overall = score_rows(rows, cfg, pre=pre)
     out: dict[str, Any] = {
         "kind": "report-eval", "predictions": str(cfg.predictions), **overall,
         "labeller": "chexpert-rules (rule-based; not CheXbert)", "uncertain_as": cfg.uncertain_as,
         "groups": [], "config": dataclasses.asdict(cfg),
     }
     if len(groups) > 1:
-        for (ds, enc, llm), g in groups.items():
-            out["groups"].append({"dataset": ds, "encoder": enc, "llm": llm, **score_rows(g, cfg)})
+        for (ds, enc, llm), idx in groups.items():
+            out["groups"].append({"dataset": ds, "encoder": enc, "llm": llm, **score_rows(rows, cfg, idx, pre)})
     else:
         (ds, enc, llm), = groups
         out["groups"].append({"dataset": ds, "encoder": enc, "llm": llm, **overall})

@@ -81,6 +81,9 @@ def _worker(cfg_dict: dict[str, Any], device: str) -> dict[str, Any] | None:
     info = DistInfo(rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
                     local_rank=int(os.environ.get("LOCAL_RANK", "0")), device=device)
     if info.world_size > 1 and not tdist.is_initialized():
+        if device == "cuda":
+            import torch
+            torch.cuda.set_device(info.local_rank)   # before NCCL init, so each rank binds its own GPU
         tdist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
     try:
         return train(cfg, info)

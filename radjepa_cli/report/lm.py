@@ -151,10 +151,8 @@ def _drop_quantization_config(model) -> None:
     # try to re-quantise (DESIGN.md: delete it before re-saving).
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    for attr in ("hf_quantizer", "quantization_method"):
-        if getattr(model, attr, None) is not None:
-            setattr(model, attr, None)
-    model.is_quantized = False
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
 
 
 def load_base_lm(source: dict, *, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False) -> LoadedLM:

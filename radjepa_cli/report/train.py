@@ -117,6 +117,7 @@ def train_report(cfg: ReportTrainConfig, *, encoder=None, show_progress: bool = 
     from radjepa_cli.report.bundle import MANIFEST, encoder_reference
     from radjepa_cli.report.features import cache_split
     from radjepa_cli.data.loader import iter_records, shard_paths
+    from radjepa_cli.models.features import shards_fingerprint
 
     cfg.validate()
     out = Path(cfg.out)
@@ -132,12 +133,14 @@ def train_report(cfg: ReportTrainConfig, *, encoder=None, show_progress: bool = 
         from radjepa_cli.models.zoo import load_encoder
         encoder = load_encoder(cfg.encoder, device=device, trust_remote_code=cfg.trust_remote_code)
     encoder = encoder.to(device)
-    identity = {"encoder": encoder.fingerprint, "shards": str(Path(cfg.shards).resolve())}
     with _progress(show_progress) as progress:
         for split in (cfg.train_split, cfg.val_split):
             has = bool(shard_paths(cfg.shards, split))
             records = iter_records(cfg.shards, split, with_masks=False) if has else iter(())
-            cache_split(encoder, records, out / "cache" / split, identity={**identity, "split": split},
+            # Reused only for the same encoder weights+preprocessing and the same shard contents.
+            identity = {"encoder": encoder.fingerprint, "split": split,
+                        "shards": shards_fingerprint(cfg.shards, split) if has else None}
+            cache_split(encoder, records, out / "cache" / split, identity=identity,
                         image_size=encoder.image_size, feature_layer=cfg.feature_layer,
                         batch_size=cfg.encoder_batch_size, device=device, progress=progress,
                         description=f"encoding {split} images")

@@ -1,0 +1,43 @@
+"""The pretrain-step benchmark: its analytic model FLOPs match PyTorch's FLOP counter, and it runs on CPU."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from radjepa_cli.pretrain.masks import MaskConfig, MultiBlockMaskCollator
+from radjepa_cli.pretrain.train import PretrainConfig, build_model
+
+_spec = importlib.util.spec_from_file_location(
+    "pretrain_step", Path(__file__).resolve().parents[1] / "benchmarks" / "pretrain_step.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+@pytest.mark.parametrize("image_size,patch", [(32, 4), (32, 8)])
+def test_analytic_flops_match_the_flop_counter(image_size, patch):
+    torch.manual_seed(0)
+    cfg = PretrainConfig(shards="-", out="-", model="vit_tiny", image_size=image_size, patch_size=patch,
+                         pred_depth=2, pred_dim=96, steps=1)
+    model = build_model(cfg)
+    grid = model.encoder.grid_size
+    me, mp = MultiBlockMaskCollator(MaskConfig(min_keep=1), grid).sample_masks(4, 0)
+    x = torch.randn(4, 1, image_size, image_size)
+    # The math backend decomposes attention into bmm's the counter sees (CPU flash attention is not counted).
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(x, me, mp).backward()
+    ctx, pred = bench.mask_token_counts(me, mp)
+    want = bench.jepa_step_flops(batch=4, n_patches=grid[0] * grid[1], patch_dim=patch ** 2, dim=192, depth=12,
+                                 pred_dim=96, pred_depth=2, n_ctx_masks=me.shape[0], ctx_tokens=ctx,
+                                 n_pred_masks=mp.shape[0], pred_tokens=pred)["total"]
+    assert counter.get_total_flops() == pytest.approx(want, rel=0.02)
+
+
+def test_benchmark_runs_on_cpu(tmp_path):
+    res = bench.main(["--model", "vit_tiny", "--image-size", "32", "--patch-size", "8", "--batch-size", "4",
+                      "--steps", "1", "--warmup", "0", "--min-keep", "1", "--out", str(tmp_path / "r.json")])
+    assert res[0]["images_per_s"] > 0 and res[0]["masks_per_s"] > 0 and (tmp_path / "r.json").is_file()
