@@ -5,6 +5,13 @@ implementation. Dispatch by backend (`set_backend`):
   eager  → reference everywhere;
   triton → Triton (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1);
   auto   → Triton for CUDA tensors when triton imports, reference otherwise.
+
+Triton implementations (imported lazily, so CPU-only use never needs triton): `gather.py` (masked-block gather,
+CSR backward without atomics), `fused_attention.py` (flash-style forward/backward, padding + varlen), `ema.py`
+(one-launch EMA over a cached pointer table, called outside autograd/compile). Gather and attention are
+`torch.library` custom ops (`torch.ops.radjepa.*`) with fake implementations and registered autograd, so
+torch.compile traces through them. `python -m radjepa_kernels.compile_check` compiles every
+kernel variant for sm90 without a GPU; `benchmarks/kernels.py` checks and times them on a GPU.
 """
 from __future__ import annotations
 

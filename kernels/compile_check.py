@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, shared, secs in compile_all(args.arch, args.only, args.quick):
         flag = "" if shared <= smem_limit else "  <-- exceeds shared memory"
         bad += bool(flag)
-        print(f"{name:60s} smem {shared / 1024:6.1f} KiB  {secs:5.1f}s{flag}")
+        print(f"{name:60s} smem {shared / 1024:6.1f} KiB  {secs:5.1f}s{flag}", flush=True)
     return 1 if bad else 0
 
 

@@ -44,12 +44,13 @@ def _key_valid(KPM, stride_kpm, b, cols, n_k, HAS_KPM: tl.constexpr):
 @triton.jit
 def _attn_fwd(Q, K, V, O, LSE, KPM, CU,
               sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, slb, slh, stride_kpm,
-              H, N_Q, N_K, qk_scale, N_BUCKET,
+              H, N_Q, N_K, qk_scale, N_BUCKET, BH_BUCKET,
               HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, VARLEN: tl.constexpr, HAS_KPM: tl.constexpr,
               UPCAST: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
+    bb = b.to(tl.int64)  # batch offsets in int64: bb * stride can pass 2**31 on big batches
     h = pid_bh % H
     tok, n_q, n_k = _seq_bounds(CU, b, N_Q, N_K, VARLEN)
     if pid_m * BLOCK_M >= n_q:
@@ -58,12 +59,12 @@ def _attn_fwd(Q, K, V, O, LSE, KPM, CU,
     dims = tl.arange(0, BLOCK_D)
     dmask = dims < HEAD_DIM
     rmask = rows < n_q
-    q = tl.load(Q + b * sqb + h * sqh + (tok + rows)[:, None] * sqn + dims[None, :],
+    q = tl.load(Q + bb * sqb + h * sqh + (tok + rows)[:, None] * sqn + dims[None, :],
                 mask=rmask[:, None] & dmask[None, :], other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
-    k_base = K + b * skb + h * skh + tok * skn
-    v_base = V + b * svb + h * svh + tok * svn
+    k_base = K + bb * skb + h * skh + tok * skn
+    v_base = V + bb * svb + h * svh + tok * svn
     m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)  # finite start: fully-masked blocks give exp2(-inf) = 0, no NaN
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -77,7 +78,7 @@ def _attn_fwd(Q, K, V, O, LSE, KPM, CU,
             k = k.to(tl.float32)
             v = v.to(tl.float32)
         s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
-        valid = _key_valid(KPM, stride_kpm, b, cols, n_k, HAS_KPM)
+        valid = _key_valid(KPM, stride_kpm, bb, cols, n_k, HAS_KPM)
         s = tl.where(valid[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.math.exp2(s - m_new[:, None])
@@ -88,9 +89,9 @@ def _attn_fwd(Q, K, V, O, LSE, KPM, CU,
     has_key = l_i > 0.0
     out = acc / tl.where(has_key, l_i, 1.0)[:, None]
     lse = tl.where(has_key, m_i + tl.math.log2(tl.where(has_key, l_i, 1.0)), float("inf"))
-    tl.store(O + b * sob + h * soh + (tok + rows)[:, None] * son + dims[None, :],
+    tl.store(O + bb * sob + h * soh + (tok + rows)[:, None] * son + dims[None, :],
              to_dtype(out, O.dtype.element_ty, UPCAST), mask=rmask[:, None] & dmask[None, :])
-    tl.store(LSE + b * slb + h * slh + tok + rows, lse, mask=rmask)
+    tl.store(LSE + bb * slb + h * slh + tok + rows, lse, mask=rmask)
 
 
 @triton.jit
@@ -100,6 +101,7 @@ def _attn_bwd_pre(O, DO, DELTA, CU, sob, soh, son, sdb, sdh, sdn, slb, slh, H, N
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
+    bb = b.to(tl.int64)  # batch offsets in int64: bb * stride can pass 2**31 on big batches
     h = pid_bh % H
     tok, n_q, _ = _seq_bounds(CU, b, N_Q, N_Q, VARLEN)
     if pid_m * BLOCK_M >= n_q:
@@ -107,23 +109,24 @@ def _attn_bwd_pre(O, DO, DELTA, CU, sob, soh, son, sdb, sdh, sdn, slb, slh, H, N
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
     mask = (rows < n_q)[:, None] & (dims < HEAD_DIM)[None, :]
-    o = tl.load(O + b * sob + h * soh + (tok + rows)[:, None] * son + dims[None, :], mask=mask, other=0.0)
-    do = tl.load(DO + b * sdb + h * sdh + (tok + rows)[:, None] * sdn + dims[None, :], mask=mask, other=0.0)
+    o = tl.load(O + bb * sob + h * soh + (tok + rows)[:, None] * son + dims[None, :], mask=mask, other=0.0)
+    do = tl.load(DO + bb * sdb + h * sdh + (tok + rows)[:, None] * sdn + dims[None, :], mask=mask, other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-    tl.store(DELTA + b * slb + h * slh + tok + rows, delta, mask=rows < n_q)
+    tl.store(DELTA + bb * slb + h * slh + tok + rows, delta, mask=rows < n_q)
 
 
 @triton.jit
 def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, KPM, CU,
                    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
                    sdkb, sdkh, sdkn, sdvb, sdvh, sdvn, slb, slh, stride_kpm,
-                   H, N_Q, N_K, qk_scale, sm_scale, N_BUCKET,
+                   H, N_Q, N_K, qk_scale, sm_scale, N_BUCKET, BH_BUCKET,
                    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, VARLEN: tl.constexpr, HAS_KPM: tl.constexpr,
                    UPCAST: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per key block: dV = Σ_q Pᵀ dO, dK = scale · Σ_q dSᵀ Q, recomputing P from the saved lse."""
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
+    bb = b.to(tl.int64)  # batch offsets in int64: bb * stride can pass 2**31 on big batches
     h = pid_bh % H
     tok, n_q, n_k = _seq_bounds(CU, b, N_Q, N_K, VARLEN)
     if pid_n * BLOCK_N >= n_k:
@@ -132,17 +135,17 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, KPM, CU,
     dims = tl.arange(0, BLOCK_D)
     dmask = dims < HEAD_DIM
     kv_mask = (cols < n_k)[:, None] & dmask[None, :]
-    k = tl.load(K + b * skb + h * skh + (tok + cols)[:, None] * skn + dims[None, :], mask=kv_mask, other=0.0)
-    v = tl.load(V + b * svb + h * svh + (tok + cols)[:, None] * svn + dims[None, :], mask=kv_mask, other=0.0)
+    k = tl.load(K + bb * skb + h * skh + (tok + cols)[:, None] * skn + dims[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(V + bb * svb + h * svh + (tok + cols)[:, None] * svn + dims[None, :], mask=kv_mask, other=0.0)
     if UPCAST:
         k = k.to(tl.float32)
         v = v.to(tl.float32)
-    valid = _key_valid(KPM, stride_kpm, b, cols, n_k, HAS_KPM)
+    valid = _key_valid(KPM, stride_kpm, bb, cols, n_k, HAS_KPM)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
-    q_base = Q + b * sqb + h * sqh + tok * sqn
-    do_base = DO + b * sdb + h * sdh + tok * sdn
-    l_base = b * slb + h * slh + tok
+    q_base = Q + bb * sqb + h * sqh + tok * sqn
+    do_base = DO + bb * sdb + h * sdh + tok * sdn
+    l_base = bb * slb + h * slh + tok
     for start_m in range(0, n_q, BLOCK_M):
         rows = start_m + tl.arange(0, BLOCK_M)
         rmask = rows < n_q
@@ -161,22 +164,23 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, KPM, CU,
         ds_t = p_t * (dp_t - delta[None, :])
         dk += tl.dot(ds_t.to(q.dtype), q, input_precision=PREC)
     dk = dk * sm_scale
-    tl.store(DK + b * sdkb + h * sdkh + (tok + cols)[:, None] * sdkn + dims[None, :],
+    tl.store(DK + bb * sdkb + h * sdkh + (tok + cols)[:, None] * sdkn + dims[None, :],
              to_dtype(dk, DK.dtype.element_ty, UPCAST), mask=kv_mask)
-    tl.store(DV + b * sdvb + h * sdvh + (tok + cols)[:, None] * sdvn + dims[None, :],
+    tl.store(DV + bb * sdvb + h * sdvh + (tok + cols)[:, None] * sdvn + dims[None, :],
              to_dtype(dv, DV.dtype.element_ty, UPCAST), mask=kv_mask)
 
 
 @triton.jit
 def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, KPM, CU,
                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sdqb, sdqh, sdqn, slb, slh, stride_kpm,
-                 H, N_Q, N_K, qk_scale, sm_scale, N_BUCKET,
+                 H, N_Q, N_K, qk_scale, sm_scale, N_BUCKET, BH_BUCKET,
                  HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, VARLEN: tl.constexpr, HAS_KPM: tl.constexpr,
                  UPCAST: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per query block: dQ = scale · Σ_k dS K."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
+    bb = b.to(tl.int64)  # batch offsets in int64: bb * stride can pass 2**31 on big batches
     h = pid_bh % H
     tok, n_q, n_k = _seq_bounds(CU, b, N_Q, N_K, VARLEN)
     if pid_m * BLOCK_M >= n_q:
@@ -186,16 +190,16 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, KPM, CU,
     dmask = dims < HEAD_DIM
     rmask = rows < n_q
     q_mask = rmask[:, None] & dmask[None, :]
-    q = tl.load(Q + b * sqb + h * sqh + (tok + rows)[:, None] * sqn + dims[None, :], mask=q_mask, other=0.0)
-    do = tl.load(DO + b * sdb + h * sdh + (tok + rows)[:, None] * sdn + dims[None, :], mask=q_mask, other=0.0)
+    q = tl.load(Q + bb * sqb + h * sqh + (tok + rows)[:, None] * sqn + dims[None, :], mask=q_mask, other=0.0)
+    do = tl.load(DO + bb * sdb + h * sdh + (tok + rows)[:, None] * sdn + dims[None, :], mask=q_mask, other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
         do = do.to(tl.float32)
-    l_off = b * slb + h * slh + tok + rows
+    l_off = bb * slb + h * slh + tok + rows
     lse = tl.load(LSE + l_off, mask=rmask, other=float("inf"))
     delta = tl.load(DELTA + l_off, mask=rmask, other=0.0)
-    k_base = K + b * skb + h * skh + tok * skn
-    v_base = V + b * svb + h * svh + tok * svn
+    k_base = K + bb * skb + h * skh + tok * skn
+    v_base = V + bb * svb + h * svh + tok * svn
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, n_k, BLOCK_N):
         cols = start_n + tl.arange(0, BLOCK_N)
@@ -205,14 +209,14 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, KPM, CU,
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
-        valid = _key_valid(KPM, stride_kpm, b, cols, n_k, HAS_KPM)
+        valid = _key_valid(KPM, stride_kpm, bb, cols, n_k, HAS_KPM)
         s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
         p = tl.where(valid[None, :], tl.math.exp2(s - lse[:, None]), 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=PREC)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
     dq = dq * sm_scale
-    tl.store(DQ + b * sdqb + h * sdqh + (tok + rows)[:, None] * sdqn + dims[None, :],
+    tl.store(DQ + bb * sdqb + h * sdqh + (tok + rows)[:, None] * sdqn + dims[None, :],
              to_dtype(dq, DQ.dtype.element_ty, UPCAST), mask=q_mask)
 
 
@@ -220,7 +224,7 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, KPM, CU,
 # small config (it runs ~0.5 ms per program).
 _C = triton.Config
 # Few candidates on purpose: every (head dim, dtype, padding/varlen) combination compiles all of them.
-_KEY = ["N_BUCKET", "HEAD_DIM", "VARLEN", "HAS_KPM"]
+_KEY = ["N_BUCKET", "BH_BUCKET", "HEAD_DIM", "VARLEN", "HAS_KPM"]
 _fwd_kernel = triton.autotune(
     configs([_C({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
              _C({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=2),
@@ -242,6 +246,11 @@ _dq_kernel = triton.autotune(
 def _bucket(n: int) -> int:
     """Autotune key: lengths 50–200 share a few buckets, so predictor shapes do not retune every step."""
     return triton.next_power_of_2(max(int(n), 16))
+
+
+def _bh_bucket(b: int, h: int) -> int:
+    """Autotune key: the best tiles for a few sequences differ from those for a full batch (occupancy)."""
+    return min(triton.next_power_of_2(max(b * h, 1)), 4096)
 
 
 def _head_block(d: int) -> int:
@@ -292,6 +301,7 @@ def _attn_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kpm: Optiona
     grid = lambda meta: (triton.cdiv(n_q, meta["BLOCK_M"]), B * H)  # noqa: E731
     _fwd_kernel[grid](q, k, v, o, lse, kpm_t, cu, *_layout(q, varlen), *_layout(k, varlen), *_layout(v, varlen),
                       *_layout(o, varlen), slb, slh, s_kpm, H, n_q, n_k, scale * LOG2E, _bucket(max(n_q, n_k)),
+                      _bh_bucket(B, H),
                       HEAD_DIM=q.shape[-1], BLOCK_D=_head_block(q.shape[-1]), VARLEN=varlen, HAS_KPM=kpm is not None,
                       UPCAST=interpreting(), PREC=dot_precision(q.dtype))
     return o, lse
@@ -327,10 +337,10 @@ def _attn_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Te
     bucket = _bucket(max(n_q, n_k))
     _dkdv_kernel[lambda meta: (triton.cdiv(n_k, meta["BLOCK_N"]), B * H)](
         q, k, v, do, lse, delta, dk, dv, kpm_t, cu, *strides, *_layout(dk, varlen), *_layout(dv, varlen),
-        slb, slh, s_kpm, H, n_q, n_k, scale * LOG2E, scale, bucket, **tail)
+        slb, slh, s_kpm, H, n_q, n_k, scale * LOG2E, scale, bucket, _bh_bucket(B, H), **tail)
     _dq_kernel[lambda meta: (triton.cdiv(n_q, meta["BLOCK_M"]), B * H)](
         q, k, v, do, lse, delta, dq, kpm_t, cu, *strides, *_layout(dq, varlen),
-        slb, slh, s_kpm, H, n_q, n_k, scale * LOG2E, scale, bucket, **tail)
+        slb, slh, s_kpm, H, n_q, n_k, scale * LOG2E, scale, bucket, _bh_bucket(B, H), **tail)
     return dq, dk, dv
 
 

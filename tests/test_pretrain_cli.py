@@ -81,9 +81,11 @@ def test_bad_input_gives_a_clear_error(tmp_path):
 
     from radjepa_cli.cli import app
     runner = CliRunner()
-    out = runner.invoke(app, ["pretrain", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), "--steps", "2", *TINY])
+    out = runner.invoke(app, ["pretrain", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), "--steps", "2",
+                              *TINY])
     assert out.exit_code == 1 and "nope" in out.output and "does not exist" in out.output
-    both = runner.invoke(app, ["pretrain", str(tmp_path), "--out", str(tmp_path / "r"), "--steps", "2", "--epochs", "1"])
+    both = runner.invoke(app, ["pretrain", str(tmp_path), "--out", str(tmp_path / "r"), "--steps", "2",
+                               "--epochs", "1"])
     assert both.exit_code == 1 and "exactly one of steps or epochs" in both.output
     toml = tmp_path / "bad.toml"
     toml.write_text('lrr = 0.1\n')

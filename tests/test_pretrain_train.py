@@ -111,7 +111,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(shards, tmp_path):
         train(cfg, loader_factory=factory)
     run = tmp_path / "n"
     assert run_state.load_checkpoint(run_state.latest_path(run))["step"] == 4
-    assert torch.isfinite(run_state.load_checkpoint(run_state.latest_path(run))["encoder"]["blocks.0.attn.qkv.weight"]).all()
+    good = run_state.load_checkpoint(run_state.latest_path(run))
+    assert all(torch.isfinite(v).all() for v in good["encoder"].values())
     assert "NaN" in json.loads((run / "FAILED.json").read_text())["reason"]
     assert not (run / "COMPLETE").exists()
 

@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
         shards: Path = typer.Argument(..., help="Shard folder written by `radjepa prepare-data`."),
         out: Path = typer.Option(..., "--out", help="Run folder."),
         config: Path = typer.Option(None, "--config", help="TOML file with PretrainConfig keys ([masks] table)."),
-        model: str = typer.Option(None, "--model", help="vit_tiny | vit_small | vit_base (default) | vit_large | vit_huge."),
+        model: str = typer.Option(None, "--model",
+                                  help="vit_tiny | vit_small | vit_base (default) | vit_large | vit_huge."),
         steps: int = typer.Option(None, "--steps", help="Optimizer steps (or --epochs)."),
         epochs: int = typer.Option(None, "--epochs", help="Passes over the split (needs the shard manifest)."),
         batch_size: int = typer.Option(None, "--batch-size", help="Images per process per micro-batch (default 64)."),
@@ -75,10 +76,11 @@ def register(app: typer.Typer) -> None:
             masks["independent_scale_aspect"] = masks["reach_last_row_col"] = fix_masks
         overrides = dict(
             shards=str(shards), out=str(out), model=model, steps=steps, epochs=epochs, batch_size=batch_size,
-            grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps, clip_grad=clip_grad, ema_start=ema_start, loss=loss,
-            image_size=image_size, patch_size=patch_size, pred_depth=pred_depth, pred_dim=pred_dim, kernels=kernels,
-            seed=seed, num_workers=num_workers, threads=threads, ckpt_every=ckpt_every, milestone_every=milestone_every, log_every=log_every,
-            monitor_every=monitor_every, resume=resume, masks=masks or None)
+            grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps, clip_grad=clip_grad, ema_start=ema_start,
+            loss=loss, image_size=image_size, patch_size=patch_size, pred_depth=pred_depth, pred_dim=pred_dim,
+            kernels=kernels, seed=seed, num_workers=num_workers, threads=threads, ckpt_every=ckpt_every,
+            milestone_every=milestone_every, log_every=log_every, monitor_every=monitor_every, resume=resume,
+            masks=masks or None)
         try:
             cfg = resolve_config(config, overrides)
             opts = LaunchOptions(gpus=gpus, procs=procs, nnodes=nnodes, node_rank=node_rank,
@@ -87,7 +89,7 @@ def register(app: typer.Typer) -> None:
         except (ValueError, FileNotFoundError, FileExistsError, KeyError, TypeError, RuntimeError) as e:
             # NonFiniteLossError and WorkerFailedError are RuntimeErrors with a complete message.
             label = "stopped" if isinstance(e, (NonFiniteLossError, WorkerFailedError)) else "error"
-            console.print(f"[red]{label}:[/] {e}", highlight=False)
+            console.print(f"[red]{label}:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         if summary is None:
             console.print(f"this node's processes finished; rank 0 writes {out}/COMPLETE")
@@ -118,7 +120,7 @@ def register(app: typer.Typer) -> None:
         try:
             info = export(run, out, fmt, overwrite=overwrite)
         except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as e:
-            console.print(f"[red]error:[/] {e}", highlight=False)
+            console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         console.print(f"[green]exported[/] the {info.get('which') or 'target_encoder'} (step {info.get('step')}) as "
                       f"{fmt} → {out} (max feature difference vs ours {info['max_abs_diff_vs_ours']:.1e})",

@@ -79,7 +79,8 @@ class JEPA(nn.Module):
                 yield name, p
 
 
-def masked_feature_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, kind: str = "l2") -> torch.Tensor:
+def masked_feature_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+                        kind: str = "l2") -> torch.Tensor:
     """Mean over valid tokens and features of (pred − target)² (l2) or smooth-L1 (β = 1, as I-JEPA).
     pred/target [T, K, D]; valid [T, K] bool. Padding tokens (variable-length masks) contribute nothing."""
     pred = pred.float()

@@ -249,8 +249,8 @@ def train(cfg: PretrainConfig, dist: DistInfo | None = None,
     core = model
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
-        model = DDP(model, device_ids=[dist.local_rank] if device.type == "cuda" else None,
-                    broadcast_buffers=False)
+        # Buffers (the predictor's fixed positions) are identical on every rank; syncing them costs ~nothing.
+        model = DDP(model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
     agree_group = tdist.new_group(backend="gloo") if distributed and device.type == "cuda" else None
     agree = all_ranks_agree(agree_group)
     loader_factory = loader_factory or default_loader_factory(cfg, dist, core.encoder.grid_size)
