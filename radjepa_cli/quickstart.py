@@ -33,6 +33,7 @@ class QuickstartConfig:
     image_size: int = 112         # 8×8 patches of 14 px: a ViT-tiny pretrains in minutes on 2 cores
     patch_size: int = 14
     model: str = "vit_tiny"
+    min_keep: int = 4             # I-JEPA's 10 is for a 16×16 grid; small grids need fewer patches per mask
     pretrain_steps: int = 600
     batch_size: int = 64
     probe_seeds: int = 5
@@ -40,6 +41,8 @@ class QuickstartConfig:
     segment_epochs: int = 15
     segment_seeds: int = 2
     report_epochs: int = 6
+    report_max_steps: int | None = None   # caps train-report (tests); None = the epochs decide
+    generate_limit: int | None = None     # caps generate-report on the test split (tests)
     seed: int = 0
 
 
@@ -69,7 +72,7 @@ def build_steps(cfg: QuickstartConfig) -> list[Step]:
               str(cfg.seed), "--out", str(shards)], shards / "manifest.json"),
         Step("pretrain", f"I-JEPA pretraining of a {cfg.model} ({cfg.pretrain_steps} steps)",
              ["pretrain", str(shards), "--out", str(run), "--model", cfg.model, *size, "--patch-size",
-              str(cfg.patch_size), "--steps", str(cfg.pretrain_steps), "--batch-size", str(cfg.batch_size),
+              str(cfg.patch_size), "--min-keep", str(cfg.min_keep), "--steps", str(cfg.pretrain_steps), "--batch-size", str(cfg.batch_size),
               "--seed", str(cfg.seed)], run / "COMPLETE", resume_args=["--resume"]),
     ]
     for name, enc in encoders.items():
@@ -84,9 +87,11 @@ def build_steps(cfg: QuickstartConfig) -> list[Step]:
               "--out", str(out / "segment-upernet-lungs")], out / "segment-upernet-lungs" / "results.json"),
         Step("train-report", "Report generation: projector + tiny LM on phantom findings",
              ["train-report", str(shards), "--encoder", str(run), "--llm", "tiny", "--epochs",
-              str(cfg.report_epochs), "--out", str(out / "report_model")], out / "report_model" / "config.json"),
+              str(cfg.report_epochs), *(["--max-steps", str(cfg.report_max_steps)] if cfg.report_max_steps else []),
+              "--out", str(out / "report_model")], out / "report_model" / "report_model.json"),
         Step("generate", "Generate findings for the phantom test split",
              ["generate-report", str(shards), "--model", str(out / "report_model"),
+              *(["--limit", str(cfg.generate_limit)] if cfg.generate_limit else []),
               "--out", str(out / "reports" / "predictions.jsonl")], out / "reports" / "predictions.jsonl"),
         Step("generate-rg1", "Generate findings for the real RG1 chest DICOM",
              ["generate-report", str(embedded.rg1_dicom()), "--model", str(out / "report_model"),

@@ -20,6 +20,9 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(None, "--config", help="TOML file with PretrainConfig keys ([masks] table)."),
         model: str = typer.Option(None, "--model",
                                   help="vit_tiny | vit_small | vit_base (default) | vit_large | vit_huge."),
+        depth: int = typer.Option(None, "--depth", help="Encoder blocks (default: the preset's; vit_tiny 12)."),
+        embed_dim: int = typer.Option(None, "--embed-dim", help="Encoder width (default: the preset's)."),
+        num_heads: int = typer.Option(None, "--num-heads", help="Encoder attention heads (default: the preset's)."),
         steps: int = typer.Option(None, "--steps", help="Optimizer steps (or --epochs)."),
         epochs: int = typer.Option(None, "--epochs", help="Passes over the split (needs the shard manifest)."),
         batch_size: int = typer.Option(None, "--batch-size", help="Images per process per micro-batch (default 64)."),
@@ -75,7 +78,8 @@ def register(app: typer.Typer) -> None:
         if fix_masks is not None:
             masks["independent_scale_aspect"] = masks["reach_last_row_col"] = fix_masks
         overrides = dict(
-            shards=str(shards), out=str(out), model=model, steps=steps, epochs=epochs, batch_size=batch_size,
+            shards=str(shards), out=str(out), model=model, depth=depth, embed_dim=embed_dim, num_heads=num_heads,
+            steps=steps, epochs=epochs, batch_size=batch_size,
             grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps, clip_grad=clip_grad, ema_start=ema_start,
             loss=loss, image_size=image_size, patch_size=patch_size, pred_depth=pred_depth, pred_dim=pred_dim,
             kernels=kernels, seed=seed, num_workers=num_workers, threads=threads, ckpt_every=ckpt_every,

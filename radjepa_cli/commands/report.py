@@ -29,6 +29,9 @@ def register(app: typer.Typer) -> None:
         stage: str = typer.Option(None, "--stage", help="1 (projector) | 2 (projector + LM) | both (default)."),
         lora: bool = typer.Option(None, "--lora/--full", help="Stage 2 with LoRA adapters (peft) instead of full."),
         projector: str = typer.Option(None, "--projector", help="mlp2x_gelu (default) | residual (equal widths)."),
+        token_norm: str = typer.Option(None, "--token-norm", help="none (default) | standardize: z-score each "
+                                       "image token by the training set's per-position mean/std before the projector "
+                                       "(lets a from-scratch LM see what differs between images)."),
         feature_layer: int = typer.Option(None, "--feature-layer", help="Encoder block for tokens (e.g. -2, "
                                                                        "LLaVA's); default: the encoder's output."),
         epochs: float = typer.Option(None, "--epochs", help="Stage-2 epochs (default 3, the paper)."),
@@ -55,7 +58,7 @@ def register(app: typer.Typer) -> None:
 
         console = Console(stderr=True)
         overrides = dict(shards=str(shards), encoder=encoder, out=str(out), llm=llm, stage=stage, lora=lora,
-                         projector=projector, feature_layer=feature_layer, epochs=epochs, stage1_epochs=stage1_epochs,
+                         projector=projector, token_norm=token_norm, feature_layer=feature_layer, epochs=epochs, stage1_epochs=stage1_epochs,
                          max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr_stage2=lr,
                          lr_stage1=lr_stage1, max_target_tokens=max_target_tokens, eval_every=eval_every, gpus=gpus,
                          procs=procs, gradient_checkpointing=gradient_checkpointing, seed=seed,

@@ -33,6 +33,9 @@ class PretrainConfig:
     split: str = "train"
     # model
     model: str = "vit_base"
+    depth: int | None = None               # None: the preset's; fewer blocks = more steps on a small budget
+    embed_dim: int | None = None           # None: the preset's width
+    num_heads: int | None = None           # None: the preset's heads
     image_size: int = 224
     patch_size: int = 14
     pred_depth: int | None = None          # None: the preset's default (models/predictor.PREDICTOR_DEPTH)
@@ -80,12 +83,15 @@ class PretrainConfig:
             raise ValueError("steps/epochs must be >= 1")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        for name in ("depth", "embed_dim", "num_heads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.kernels not in ("auto", "triton", "eager"):
             raise ValueError(f"kernels must be auto, triton or eager, not {self.kernels!r}")
 
 
 # Changing these on --resume would silently make a different experiment than the checkpoint's.
-RESUME_LOCKED = ("model", "image_size", "patch_size", "pred_depth", "pred_dim", "loss", "masks", "steps", "epochs",
+RESUME_LOCKED = ("model", "depth", "embed_dim", "num_heads", "image_size", "patch_size", "pred_depth", "pred_dim", "loss", "masks", "steps", "epochs",
                  "batch_size", "grad_accum", "lr", "start_lr", "final_lr", "warmup_steps", "wd", "final_wd",
                  "ema_start", "ema_end", "betas", "clip_grad", "seed", "split")
 
@@ -165,7 +171,8 @@ def build_model(cfg: PretrainConfig):
     from radjepa_cli.models.vit import build_encoder
     from radjepa_cli.pretrain.jepa import JEPA
 
-    enc = build_encoder(cfg.model, img_size=cfg.image_size, patch_size=cfg.patch_size, in_chans=1)
+    arch = {k: getattr(cfg, k) for k in ("depth", "embed_dim", "num_heads") if getattr(cfg, k) is not None}
+    enc = build_encoder(cfg.model, img_size=cfg.image_size, patch_size=cfg.patch_size, in_chans=1, **arch)
     pred = build_predictor(enc, depth=cfg.pred_depth, dim=cfg.pred_dim, model=cfg.model)
     return JEPA(enc, pred, loss=cfg.loss)
 

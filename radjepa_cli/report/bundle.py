@@ -22,7 +22,7 @@ import torch
 
 from radjepa_cli.io import atomic_write_bytes, read_json, write_json
 from radjepa_cli.report.model import ReportModel
-from radjepa_cli.report.projector import build_projector
+from radjepa_cli.report.projector import build_projector, wrap_token_norm
 from radjepa_cli.report.prompt import IMAGE_TOKEN_INDEX, Prompt
 
 MANIFEST = "report_model.json"
@@ -104,7 +104,8 @@ def save_report_model(out: Path, *, cfg, model: ReportModel, lm, prompt: Prompt,
         "llm": {"name": lm.name, "source": lm.source, "weights": weights, "adapter": "lm_adapter" if lora else None,
                 "hidden_size": lm.hidden_size, "parameters": lm.num_parameters},
         "projector": {"kind": cfg.projector, "in_dim": model.projector.in_dim, "out_dim": model.projector.out_dim,
-                      "file": "projector.safetensors"},
+                      "file": "projector.safetensors",
+                      **({"token_norm": cfg.token_norm} if cfg.token_norm != "none" else {})},
         "prompt": {"ids": list(prompt.ids), "text": prompt.text, "chat_template": prompt.chat_template},
         "tokenizer": "tokenizer",
         "training": {"shards": cfg.shards, "stages": list(_stages(cfg)), "lora": lora, "train_samples": n_train,
@@ -225,7 +226,16 @@ def load_report_model(model_dir: str | Path, *, device: str | torch.device = "cp
         raise ModelDirError(f"encoder/LM mismatch in {d}: the projector outputs {m['projector']['out_dim']} but the "
                             f"language model's width is {hidden}")
     projector = build_projector(m["projector"]["kind"], m["projector"]["in_dim"], m["projector"]["out_dim"])
-    projector.load_state_dict(load_file(str(proj_file)), strict=True)
+    proj_state = load_file(str(proj_file))
+    token_norm = m["projector"].get("token_norm", "none")
+    if token_norm != "none":  # the statistics' shapes come from the file; load_state_dict fills their values
+        if "norm.mean" not in proj_state or "norm.std" not in proj_state:
+            raise ModelDirError(f"{proj_file}: token_norm {token_norm!r} but no norm.mean/norm.std tensors")
+        stats = (proj_state["norm.mean"], proj_state["norm.std"])
+    else:
+        stats = None
+    projector = wrap_token_norm(token_norm, projector, stats)
+    projector.load_state_dict(proj_state, strict=True)
     model = ReportModel(projector, lm).to(device).eval()
     ids = tuple(int(i) for i in m["prompt"]["ids"])
     if ids.count(IMAGE_TOKEN_INDEX) != 1:

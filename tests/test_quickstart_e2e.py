@@ -1,0 +1,25 @@
+"""`radjepa quickstart` end to end at toy scale: every stage's real CLI runs, in order, and the summary page
+links the plots. (The full-size quickstart is `make demo`.)"""
+import json
+
+from radjepa_cli.quickstart import QuickstartConfig, run_quickstart
+
+
+def test_quickstart_pipeline_end_to_end(tmp_path):
+    cfg = QuickstartConfig(out=str(tmp_path / "qs"), n=160, shard_size=64, image_size=56, patch_size=7,
+                           pretrain_steps=4, batch_size=8, probe_seeds=2, probe_epochs=3, segment_epochs=1,
+                           segment_seeds=1, report_epochs=1, report_max_steps=3, generate_limit=4)
+    assert run_quickstart(cfg) == 0
+    out = tmp_path / "qs"
+    state = json.loads((out / "quickstart_state.json").read_text())
+    assert all(s["status"] == "done" for s in state["steps"].values()), state
+    for enc in ("radjepa", "random", "pixels"):
+        res = json.loads((out / f"probe-{enc}" / "results.json").read_text())
+        assert 0.0 <= res["aggregate"]["auprc_mean"] <= 1.0
+    assert json.loads((out / "segment-upernet-lungs" / "results.json").read_text())["task"] == "lungs"
+    rg1 = [json.loads(line) for line in (out / "reports" / "rg1.jsonl").read_text().splitlines()]
+    assert len(rg1) == 1 and rg1[0]["generated"].strip()
+    page = (out / "summary.html").read_text()
+    assert "probe macro-AUPRC" in page and ".png" in page
+    # A rerun finds every step done and redoes nothing.
+    assert run_quickstart(cfg) == 0
