@@ -191,3 +191,16 @@ def test_failure_message_names_the_rank():
     f = ProcessFailure(local_rank=1, pid=4242, exitcode=1, error_file="/nonexistent/error.json")
     msg = _failure_message(ChildFailedError("pretrain", {1: f}))
     assert "rank 1" in msg and "4242" in msg and "exit code 1" in msg
+
+
+def test_encoder_depth_and_width_overrides_reach_the_model_and_run_files():
+    from radjepa_cli.models.checkpoint import encoder_config
+    from radjepa_cli.pretrain.train import build_model, resolve_config
+    over = dict(shards="s", out="o", model="vit_tiny", image_size=32, patch_size=8, steps=1, pred_depth=1)
+    cfg = resolve_config(None, {**over, "depth": 2, "embed_dim": 64, "num_heads": 2})
+    enc = build_model(cfg).encoder
+    assert (len(enc.blocks), enc.embed_dim, enc.num_heads) == (2, 64, 2)
+    assert encoder_config(enc)["depth"] == 2 and encoder_config(enc)["embed_dim"] == 64
+    assert len(build_model(resolve_config(None, over)).encoder.blocks) == 12      # unset: the preset's depth
+    with pytest.raises(ValueError, match="depth"):
+        resolve_config(None, {**over, "depth": 0})

@@ -32,6 +32,8 @@ def register(app: typer.Typer) -> None:
         token_norm: str = typer.Option(None, "--token-norm", help="none (default) | standardize: z-score each "
                                        "image token by the training set's per-position mean/std before the projector "
                                        "(lets a from-scratch LM see what differs between images)."),
+        token_merge: int = typer.Option(None, "--token-merge", help="k: concatenate each k×k block of neighbouring "
+                                        "image tokens before the projector (Qwen2-VL uses 2); 1 (default) = off."),
         feature_layer: int = typer.Option(None, "--feature-layer", help="Encoder block for tokens (e.g. -2, "
                                                                        "LLaVA's); default: the encoder's output."),
         epochs: float = typer.Option(None, "--epochs", help="Stage-2 epochs (default 3, the paper)."),
@@ -58,7 +60,7 @@ def register(app: typer.Typer) -> None:
 
         console = Console(stderr=True)
         overrides = dict(shards=str(shards), encoder=encoder, out=str(out), llm=llm, stage=stage, lora=lora,
-                         projector=projector, token_norm=token_norm, feature_layer=feature_layer, epochs=epochs, stage1_epochs=stage1_epochs,
+                         projector=projector, token_norm=token_norm, token_merge=token_merge, feature_layer=feature_layer, epochs=epochs, stage1_epochs=stage1_epochs,
                          max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr_stage2=lr,
                          lr_stage1=lr_stage1, max_target_tokens=max_target_tokens, eval_every=eval_every, gpus=gpus,
                          procs=procs, gradient_checkpointing=gradient_checkpointing, seed=seed,

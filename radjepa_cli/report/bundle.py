@@ -22,7 +22,7 @@ import torch
 
 from radjepa_cli.io import atomic_write_bytes, read_json, write_json
 from radjepa_cli.report.model import ReportModel
-from radjepa_cli.report.projector import build_projector, wrap_token_norm
+from radjepa_cli.report.projector import build_image_adapter
 from radjepa_cli.report.prompt import IMAGE_TOKEN_INDEX, Prompt
 
 MANIFEST = "report_model.json"
@@ -105,7 +105,8 @@ def save_report_model(out: Path, *, cfg, model: ReportModel, lm, prompt: Prompt,
                 "hidden_size": lm.hidden_size, "parameters": lm.num_parameters},
         "projector": {"kind": cfg.projector, "in_dim": model.projector.in_dim, "out_dim": model.projector.out_dim,
                       "file": "projector.safetensors",
-                      **({"token_norm": cfg.token_norm} if cfg.token_norm != "none" else {})},
+                      **({"token_norm": cfg.token_norm} if cfg.token_norm != "none" else {}),
+                      **({"token_merge": cfg.token_merge} if cfg.token_merge != 1 else {})},
         "prompt": {"ids": list(prompt.ids), "text": prompt.text, "chat_template": prompt.chat_template},
         "tokenizer": "tokenizer",
         "training": {"shards": cfg.shards, "stages": list(_stages(cfg)), "lora": lora, "train_samples": n_train,
@@ -225,16 +226,16 @@ def load_report_model(model_dir: str | Path, *, device: str | torch.device = "cp
     if hidden != m["projector"]["out_dim"]:
         raise ModelDirError(f"encoder/LM mismatch in {d}: the projector outputs {m['projector']['out_dim']} but the "
                             f"language model's width is {hidden}")
-    projector = build_projector(m["projector"]["kind"], m["projector"]["in_dim"], m["projector"]["out_dim"])
     proj_state = load_file(str(proj_file))
     token_norm = m["projector"].get("token_norm", "none")
+    stats = None
     if token_norm != "none":  # the statistics' shapes come from the file; load_state_dict fills their values
         if "norm.mean" not in proj_state or "norm.std" not in proj_state:
             raise ModelDirError(f"{proj_file}: token_norm {token_norm!r} but no norm.mean/norm.std tensors")
         stats = (proj_state["norm.mean"], proj_state["norm.std"])
-    else:
-        stats = None
-    projector = wrap_token_norm(token_norm, projector, stats)
+    projector = build_image_adapter(m["projector"]["kind"], m["projector"]["in_dim"], m["projector"]["out_dim"],
+                                    token_norm=token_norm, stats=stats,
+                                    token_merge=int(m["projector"].get("token_merge", 1)))
     projector.load_state_dict(proj_state, strict=True)
     model = ReportModel(projector, lm).to(device).eval()
     ids = tuple(int(i) for i in m["prompt"]["ids"])

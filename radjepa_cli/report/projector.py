@@ -14,6 +14,8 @@ real images = with shuffled images). The statistics are buffers of the projector
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -78,16 +80,33 @@ class TokenStandardizer(nn.Module):
         return (v - self.mean) / self.std
 
 
-class NormalizedProjector(nn.Module):
-    """A TokenStandardizer followed by a projector; exposes the projector's in_dim/out_dim."""
+def merge_tokens(v: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, N, D] tokens of a square √N×√N grid → [B, N/k², k²·D]: each k×k block of neighbours concatenated
+    (Qwen2-VL's 2×2 patch merger). Fewer, richer tokens: the projector MLP sees a whole region at once."""
+    B, N, D = v.shape
+    side = math.isqrt(N)
+    if side * side != N or side % k:
+        raise ValueError(f"token_merge {k} needs a square token grid whose side is a multiple of {k}; got {N} tokens")
+    g = side // k
+    v = v.reshape(B, g, k, g, k, D).permute(0, 1, 3, 2, 4, 5)
+    return v.reshape(B, g * g, k * k * D)
 
-    def __init__(self, norm: TokenStandardizer, proj: nn.Module):
+
+class ImageTokenAdapter(nn.Module):
+    """Optional per-position standardisation, optional k×k token merge, then the projector.
+    in_dim is the encoder's token width (what the bundle checks), out_dim the LM's."""
+
+    def __init__(self, proj: nn.Module, norm: TokenStandardizer | None = None, merge: int = 1):
         super().__init__()
-        self.norm, self.proj = norm, proj
-        self.in_dim, self.out_dim = proj.in_dim, proj.out_dim
+        self.norm, self.proj, self.merge = norm, proj, merge
+        self.in_dim, self.out_dim = proj.in_dim // (merge * merge), proj.out_dim
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.norm(v))
+        if self.norm is not None:
+            v = self.norm(v)
+        if self.merge > 1:
+            v = merge_tokens(v, self.merge)
+        return self.proj(v)
 
 
 @torch.no_grad()
@@ -107,12 +126,20 @@ def token_statistics(tokens, chunk: int = 256) -> tuple[torch.Tensor, torch.Tens
     return mean.float(), std.clamp_min(0.05 * float(std.mean()) + 1e-6).float()
 
 
-def wrap_token_norm(kind: str, projector: nn.Module, stats: tuple[torch.Tensor, torch.Tensor] | None) -> nn.Module:
-    """`projector` unchanged for token_norm 'none'; else standardised by `stats` (mean, std), [N, D] each."""
-    if kind == "none":
-        return projector
-    if kind == "standardize":
+def build_image_adapter(kind: str, in_dim: int, out_dim: int, *, token_norm: str = DEFAULT_TOKEN_NORM,
+                        stats: tuple[torch.Tensor, torch.Tensor] | None = None, token_merge: int = 1) -> nn.Module:
+    """The projector `kind` alone (the defaults: LLaVA's exact form), or wrapped with token standardisation
+    (`token_norm` 'standardize', with `stats` = training (mean, std) [N, D]) and/or a k×k token merge."""
+    if token_norm not in TOKEN_NORMS:
+        raise ValueError(f"unknown token_norm {token_norm!r}; choose one of {', '.join(TOKEN_NORMS)}")
+    if token_merge < 1:
+        raise ValueError(f"token_merge must be >= 1, not {token_merge}")
+    proj = build_projector(kind, in_dim * token_merge * token_merge, out_dim)
+    if token_norm == "none" and token_merge == 1:
+        return proj
+    norm = None
+    if token_norm == "standardize":
         if stats is None:
             raise ValueError("token_norm 'standardize' needs the training tokens' (mean, std)")
-        return NormalizedProjector(TokenStandardizer(*stats), projector)
-    raise ValueError(f"unknown token_norm {kind!r}; choose one of {', '.join(TOKEN_NORMS)}")
+        norm = TokenStandardizer(*stats)
+    return ImageTokenAdapter(proj, norm, token_merge)

@@ -19,8 +19,8 @@ import torch
 
 from radjepa_cli import config as config_mod
 from radjepa_cli.report.lm import TinyLMConfig, load_language_model, num_trainable
-from radjepa_cli.report.projector import (DEFAULT_PROJECTOR, DEFAULT_TOKEN_NORM, TOKEN_NORMS, build_projector,
-                                          token_statistics, wrap_token_norm)
+from radjepa_cli.report.projector import (DEFAULT_PROJECTOR, DEFAULT_TOKEN_NORM, TOKEN_NORMS, build_image_adapter,
+                                          merge_tokens, token_statistics)
 from radjepa_cli.report.prompt import PAPER_PROMPT, Prompt, build_batch, build_prompt
 from radjepa_cli.report.model import ReportModel
 
@@ -38,6 +38,7 @@ class ReportTrainConfig:
     lora: bool = False  # stage 2 through LoRA adapters instead of full fine-tuning
     projector: str = DEFAULT_PROJECTOR  # mlp2x_gelu | residual (equal widths only)
     token_norm: str = DEFAULT_TOKEN_NORM  # none | standardize (per-position z-score of image tokens; projector.py)
+    token_merge: int = 1  # k: concatenate each k×k block of neighbouring tokens (Qwen2-VL merger, k=2); 1 = off
     feature_layer: int | None = None  # None: the encoder's output tokens; e.g. -2: LLaVA's penultimate block
     stage1_epochs: float = 1.0  # LLaVA-1.5: 1 epoch of projector alignment
     epochs: float = 3.0  # stage 2 (the paper: 3)
@@ -81,6 +82,8 @@ class ReportTrainConfig:
             raise ValueError("--batch-size and --grad-accum must be >= 1")
         if self.token_norm not in TOKEN_NORMS:
             raise ValueError(f"--token-norm must be one of {', '.join(TOKEN_NORMS)}, not {self.token_norm!r}")
+        if self.token_merge < 1:
+            raise ValueError(f"--token-merge must be >= 1, not {self.token_merge}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError("warmup_ratio must be in [0, 1)")
 
@@ -195,15 +198,15 @@ def _train(cfg: ReportTrainConfig, d: Dist, enc_ref: dict, show_progress: bool) 
     lm = load_language_model(cfg.llm, texts=train.findings, extra_texts=[PAPER_PROMPT], tiny=cfg.tiny,
                              dtype=lm_dtype, trust_remote_code=cfg.trust_remote_code)
     prompt = build_prompt(lm.tokenizer, use_chat_template=cfg.use_chat_template)
-    n_img = int(train.tokens.shape[1])
+    n_img = int(merge_tokens(torch.zeros(1, *train.tokens.shape[1:]), cfg.token_merge).shape[1])
     max_pos = getattr(lm.model.config, "max_position_embeddings", None)
     needed = len(prompt.ids) - 1 + n_img + cfg.max_target_tokens
     if max_pos is not None and needed > max_pos:
         raise ValueError(f"{n_img} image tokens + {len(prompt.ids) - 1} prompt tokens + {cfg.max_target_tokens} report "
                          f"tokens exceed the LM's {max_pos} positions; lower --max-target-tokens or use fewer tokens")
-    projector = build_projector(cfg.projector, int(train.tokens.shape[2]), lm.hidden_size)
-    projector = wrap_token_norm(cfg.token_norm, projector,
-                                token_statistics(train.tokens) if cfg.token_norm != "none" else None)
+    projector = build_image_adapter(cfg.projector, int(train.tokens.shape[2]), lm.hidden_size,
+                                    token_norm=cfg.token_norm, token_merge=cfg.token_merge,
+                                    stats=token_statistics(train.tokens) if cfg.token_norm != "none" else None)
     model = ReportModel(projector, lm.model).to(d.device)
     if cfg.gradient_checkpointing == "on" or (cfg.gradient_checkpointing == "auto"
                                               and lm.num_parameters > LARGE_LM_PARAMS):
