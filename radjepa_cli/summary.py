@@ -56,8 +56,36 @@ def key_numbers(out: Path) -> list[tuple[str, str]]:
     return rows
 
 
+def plot_pretrain_curves(run: Path) -> Path | None:
+    """RUN/loss_curve.png from RUN/metrics.jsonl: the loss, and the collapse monitor where it was measured."""
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    loss = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None and "step" in r]
+    if not loss:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rank = [(r["step"], r["rankme"]) for r in rows if r.get("rankme") is not None]
+    fig, ax = plt.subplots(1, 2 if rank else 1, figsize=(9 if rank else 5, 3.2), squeeze=False)
+    ax[0, 0].plot(*zip(*loss))
+    ax[0, 0].set(xlabel="optimizer step", ylabel="JEPA loss", title="pretraining loss")
+    if rank:
+        ax[0, 1].plot(*zip(*rank), marker="o")
+        ax[0, 1].set(xlabel="optimizer step", ylabel="RankMe", title="effective rank of target features")
+    fig.tight_layout()
+    png = run / "loss_curve.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
 def write_summary(out: Path, state: dict[str, Any]) -> Path:
     out = Path(out)
+    plot_pretrain_curves(out / "pretrain")
     rows = key_numbers(out)
     steps = state.get("steps", {})
 
