@@ -258,7 +258,7 @@ def load_radjepa_release(arg: str, trust_remote_code: bool = False) -> FrozenEnc
         raise PermissionError(f"radjepa-release:{arg} runs Python code shipped in {d} (AutoModel with "
                               "trust_remote_code). Read that code, then pass --trust-remote-code to allow it.")
     from transformers import AutoModel
-    model = AutoModel.from_pretrained(d, trust_remote_code=True, local_files_only=True).float().eval()
+    model = AutoModel.from_pretrained(d, trust_remote_code=trust_remote_code, local_files_only=True).float().eval()
     cfg = model.config
     size = int(getattr(cfg, "image_size", getattr(cfg, "img_size", 224)))
     patch = int(getattr(cfg, "patch_size", 14))

