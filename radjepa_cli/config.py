@@ -47,15 +47,20 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     return cls(**kwargs)
 
 
+def read_toml(path: str | Path | None) -> dict[str, Any]:
+    """The TOML file as a dict ({} for None); a missing file is an error naming it."""
+    if path is None:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {p} does not exist")
+    with p.open("rb") as f:
+        return tomllib.load(f)
+
+
 def load(cls: type[T], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
     """Defaults ← TOML file (optional) ← overrides (None values are ignored, so unset CLI flags keep the file's)."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"config file {p} does not exist")
-        with p.open("rb") as f:
-            data = tomllib.load(f)
+    data = read_toml(path)
     for k, v in (overrides or {}).items():
         if v is not None:
             data[k] = v

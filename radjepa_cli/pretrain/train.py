@@ -11,7 +11,6 @@ import dataclasses
 import math
 import os
 import time
-import tomllib
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -99,13 +98,7 @@ RESUME_LOCKED = ("model", "depth", "embed_dim", "num_heads", "image_size", "patc
 def resolve_config(toml_path: str | Path | None, overrides: dict[str, Any]) -> PretrainConfig:
     """Defaults ← TOML ← CLI overrides (None = unset). With resume and an existing RUN/config.json, the saved
     config is the base, so `--resume` alone continues the run; changing an experiment-defining field is an error."""
-    data: dict[str, Any] = {}
-    if toml_path is not None:
-        p = Path(toml_path)
-        if not p.is_file():
-            raise FileNotFoundError(f"config file {p} does not exist")
-        with p.open("rb") as f:
-            data = tomllib.load(f)
+    data = config_mod.read_toml(toml_path)
     over = {k: v for k, v in overrides.items() if v is not None}
     mask_over = over.pop("masks", None) or {}
     saved = run_state.saved_config(over.get("out") or data.get("out", "")) if (over.get("resume")
