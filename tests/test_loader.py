@@ -113,3 +113,14 @@ def test_collate_hook_and_incomplete_manifest(shards):
         read_manifest(root)
     with pytest.raises(ValueError, match="not complete"):
         make_loader(root, split="val", batch_size=2)
+
+
+def test_crop_scale_sets_the_random_resized_crop_area(tmp_path):
+    from radjepa_cli.data.transforms import random_resized_crop_params
+    rng = np.random.default_rng(0)
+    areas = [h * w / (200 * 200) for _, _, h, w in
+             (random_resized_crop_params(rng, 200, 200, scale=(0.5, 0.6)) for _ in range(200))]
+    assert 0.49 <= min(areas) and max(areas) <= 0.61
+    make_shards(tmp_path, {"train": [4]})
+    with pytest.raises(ValueError, match="crop_scale"):
+        make_loader(tmp_path, split="train", batch_size=2, train=True, crop_scale=(0.0, 1.0))

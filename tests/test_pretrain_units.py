@@ -10,17 +10,17 @@ import torch
 from radjepa_cli.models.predictor import build_predictor
 from radjepa_cli.models.vit import build_encoder
 from radjepa_cli.pretrain import run_state
-from radjepa_cli.pretrain.jepa import JEPA, masked_feature_loss
+from radjepa_cli.pretrain.jepa import JEPA, masked_feature_loss, masked_mean, variance_covariance
 from radjepa_cli.pretrain.launch import LaunchOptions, external_launch, first_slurm_host
 from radjepa_cli.pretrain.masks import MaskConfig, MultiBlockMaskCollator
 from radjepa_cli.pretrain.monitors import CollapseMonitor, effective_rank
 from radjepa_cli.pretrain.schedules import Schedules
 
 
-def tiny_jepa(loss="l2"):
+def tiny_jepa(loss="l2", **reg):
     torch.manual_seed(0)
     enc = build_encoder("vit_tiny", img_size=32, patch_size=8, depth=2)
-    return JEPA(enc, build_predictor(enc, depth=1, dim=96), loss=loss)
+    return JEPA(enc, build_predictor(enc, depth=1, dim=96), loss=loss, **reg)
 
 
 def masks_for(B, variable=False, seed=0):
@@ -100,6 +100,38 @@ def test_masked_loss_ignores_padding_and_supports_smooth_l1():
     assert masked_feature_loss(pred, tgt, valid, "smooth_l1").item() == pytest.approx(0.5)
     with pytest.raises(ValueError):
         masked_feature_loss(pred, tgt, valid, "l1")
+
+
+def test_variance_covariance_terms_match_vicreg_definitions():
+    g = torch.Generator().manual_seed(0)
+    same = torch.ones(16, 8)                                      # collapsed: no spread, no covariance
+    var, cov = variance_covariance(same)
+    assert var.item() == pytest.approx(1 - 1e-2, abs=1e-6) and cov.item() == 0.0
+    z = torch.randn(4096, 8, generator=g) * 2.0                   # spread > 1 everywhere: no hinge
+    var, cov = variance_covariance(z)
+    assert var.item() == 0.0 and cov.item() < 0.05
+    a = torch.randn(4096, 1, generator=g)                         # two copies of one feature: cov = 1·1·2/2
+    var, cov = variance_covariance(torch.cat([a, a], 1))
+    assert cov.item() == pytest.approx(1.0, rel=0.1)
+    x = torch.tensor([[[1.0], [3.0], [100.0]]])                   # padded token ignored by the pooling
+    assert masked_mean(x, torch.tensor([[True, True, False]])).item() == 2.0
+
+
+@pytest.mark.parametrize("variable", [False, True])
+def test_variance_covariance_regulariser_adds_to_the_prediction_loss(variable):
+    x = torch.randn(4, 1, 32, 32)
+    me, mp = masks_for(4, variable)
+    plain = tiny_jepa()(x, me, mp)
+    m = tiny_jepa(reg_var=1.0, reg_cov=0.5)
+    loss = m(x, me, mp)
+    t = m.last_terms
+    assert t["loss_pred"].item() == pytest.approx(plain.item(), rel=1e-5)
+    assert loss.item() == pytest.approx((t["loss_pred"] + t["reg_var"] + 0.5 * t["reg_cov"]).item(), rel=1e-5)
+    assert t["reg_var"].item() > 0                               # pooled embeddings start with std < 1
+    loss.backward()
+    assert all(p.grad is None for p in m.target_encoder.parameters())
+    with pytest.raises(ValueError):
+        tiny_jepa(reg_var=-1.0)
 
 
 # ---------------------------------------------------------------------------------------------- monitors

@@ -33,7 +33,13 @@ def register(app: typer.Typer) -> None:
         ema_start: float = typer.Option(None, "--ema-start", help="EMA momentum at step 0, linear to 1.0 (I-JEPA "
                                                                    "0.996; short runs want less, e.g. 0.98)."),
         loss: str = typer.Option(None, "--loss", help="l2 (default, the paper) | smooth_l1 (I-JEPA's code)."),
+        reg_var: float = typer.Option(None, "--reg-var", help="Weight of a VICReg variance term on the pooled "
+                                      "context embeddings (C-JEPA; default 0 = I-JEPA). Keeps short runs from "
+                                      "settling on position-only features."),
+        reg_cov: float = typer.Option(None, "--reg-cov", help="Weight of the VICReg covariance term (default 0)."),
         image_size: int = typer.Option(None, "--image-size", help="Input size in pixels (default 224)."),
+        crop_scale: str = typer.Option(None, "--crop-scale", help="RandomResizedCrop area range MIN,MAX "
+                                       "(default 0.3,1.0 as I-JEPA)."),
         patch_size: int = typer.Option(None, "--patch-size", help="Patch size (default 14)."),
         pred_depth: int = typer.Option(None, "--pred-depth", help="Predictor depth (default per model)."),
         pred_dim: int = typer.Option(None, "--pred-dim", help="Predictor width (default 384)."),
@@ -81,7 +87,9 @@ def register(app: typer.Typer) -> None:
             shards=str(shards), out=str(out), model=model, depth=depth, embed_dim=embed_dim, num_heads=num_heads,
             steps=steps, epochs=epochs, batch_size=batch_size,
             grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps, clip_grad=clip_grad, ema_start=ema_start,
-            loss=loss, image_size=image_size, patch_size=patch_size, pred_depth=pred_depth, pred_dim=pred_dim,
+            loss=loss, reg_var=reg_var, reg_cov=reg_cov, image_size=image_size,
+            crop_scale=_pair(crop_scale, "--crop-scale"), patch_size=patch_size, pred_depth=pred_depth,
+            pred_dim=pred_dim,
             kernels=kernels, seed=seed, num_workers=num_workers, threads=threads, ckpt_every=ckpt_every,
             milestone_every=milestone_every, log_every=log_every, monitor_every=monitor_every, resume=resume,
             masks=masks or None)
@@ -129,3 +137,13 @@ def register(app: typer.Typer) -> None:
         console.print(f"[green]exported[/] the {info.get('which') or 'target_encoder'} (step {info.get('step')}) as "
                       f"{fmt} → {out} (max feature difference vs ours {info['max_abs_diff_vs_ours']:.1e})",
                       highlight=False)
+
+
+def _pair(text: str | None, flag: str) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{flag} takes MIN,MAX (e.g. 0.3,1.0), not {text!r}") from None
+    return lo, hi

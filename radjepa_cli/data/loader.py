@@ -22,7 +22,7 @@ from .labels import labels_to_arrays
 from .manifest import MANIFEST
 from .record import Record
 from .shards import SHARD_RE, decode_masks, decode_png, decode_sample, iter_tar
-from .transforms import apply_transform
+from .transforms import IJEPA_SCALE, apply_transform
 
 
 def read_manifest(shards: str | Path, *, allow_incomplete: bool = False) -> dict:
@@ -87,7 +87,10 @@ class ShardDataset(torch.utils.data.IterableDataset):
 
     def __init__(self, table: list[tuple[Path, int | None]], *, image_size: int, train: bool,
                  label_names: Sequence[str] | None, uncertain: str, mask_names: Sequence[str] | None, hflip: bool,
-                 shuffle: bool, seed: int, epoch: int, rank: int, world_size: int, shuffle_buffer: int = 512):
+                 shuffle: bool, seed: int, epoch: int, rank: int, world_size: int, shuffle_buffer: int = 512,
+                 crop_scale: tuple[float, float] = IJEPA_SCALE):
+        if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {tuple(crop_scale)}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world_size {world_size}")
         self.table = [(p, n if n is not None else _count(p)) for p, n in table]
@@ -96,6 +99,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
         self.mask_names = tuple(mask_names) if mask_names else None
         self.uncertain, self.seed, self.epoch = uncertain, seed, epoch
         self.rank, self.world_size, self.shuffle_buffer = rank, world_size, shuffle_buffer
+        self.crop_scale = tuple(crop_scale)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -148,7 +152,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
                     stack[i], mask_known[i] = have[name], True
             masks = stack
         img, masks_t = apply_transform(image, masks, self.image_size, train=self.train, hflip=self.hflip,
-                                       rng=rng)
+                                       rng=rng, crop_scale=self.crop_scale)
         out: dict[str, Any] = {"image": img, "key": key, "meta": meta}
         if self.label_names:
             values, known = labels_to_arrays([meta.get("labels") or {}], self.label_names, self.uncertain)
@@ -185,12 +189,13 @@ def make_loader(shards, *, split: str | None, batch_size: int, image_size: int =
                 label_names: Sequence[str] | None = None, uncertain: str = "mask",
                 mask_names: Sequence[str] | None = None, hflip: bool = False, shuffle: bool | None = None,
                 num_workers: int = 0, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
-                drop_last: bool = False, collate_fn: Callable | None = None) -> Iterable[dict]:
+                drop_last: bool = False, collate_fn: Callable | None = None,
+                crop_scale: tuple[float, float] = IJEPA_SCALE) -> Iterable[dict]:
     """A torch DataLoader over shards. Batches: `image` float32 [B, 1, S, S] in [0, 1]; with label_names `labels`
     float32 [B, L] and `label_known` bool [B, L]; with mask_names `masks` float32 [B, M, S, S] (same crop/flip as
     the image) and `mask_known` bool [B, M]; `key` list[str]; `meta` list[dict].
 
-    train=True: RandomResizedCrop (scale 0.3–1) and, only if hflip, random horizontal flips; shuffle defaults to
+    train=True: RandomResizedCrop (scale `crop_scale`, I-JEPA's 0.3–1 by default) and, only if hflip, random horizontal flips; shuffle defaults to
     train. Shuffling and crops are fixed by (seed, epoch): build a loader per epoch or call
     `loader.dataset.set_epoch(e)`. `collate_fn(list_of_sample_dicts)` replaces `collate_samples`.
     """
@@ -203,7 +208,7 @@ def make_loader(shards, *, split: str | None, batch_size: int, image_size: int =
         raise ValueError(f"no {split or ''} shards in {shards}")
     ds = ShardDataset(table, image_size=image_size, train=train, label_names=label_names, uncertain=uncertain,
                       mask_names=mask_names, hflip=hflip, shuffle=train if shuffle is None else shuffle, seed=seed,
-                      epoch=epoch, rank=rank, world_size=world_size)
+                      epoch=epoch, rank=rank, world_size=world_size, crop_scale=crop_scale)
     if num_workers > 0 and len(ds) < num_workers:
         warnings.warn(f"{len(ds)} samples for {num_workers} workers: some workers will be idle")
     return torch.utils.data.DataLoader(

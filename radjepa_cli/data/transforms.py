@@ -59,13 +59,14 @@ def resized_crop(x: torch.Tensor, box: tuple[int, int, int, int], size: int, nea
 
 
 def apply_transform(image: np.ndarray, masks: np.ndarray | None, size: int, *, train: bool, hflip: bool,
-                    rng: np.random.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                    rng: np.random.Generator | None, crop_scale: tuple[float, float] = IJEPA_SCALE,
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """image float32 [H, W] → [1, S, S]; masks [M, H, W] (float/bool) → [M, S, S], with the same crop and flip."""
     h, w = image.shape
     if train:
         if rng is None:
             raise ValueError("train transforms need a random generator")
-        box = random_resized_crop_params(rng, h, w)
+        box = random_resized_crop_params(rng, h, w, scale=crop_scale)
         flip = hflip and rng.random() < 0.5
     else:
         box, flip = center_square_params(h, w), False

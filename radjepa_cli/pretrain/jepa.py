@@ -21,16 +21,26 @@ LOSSES = ("l2", "smooth_l1")
 
 
 class JEPA(nn.Module):
-    def __init__(self, encoder: nn.Module, predictor: nn.Module, loss: str = "l2"):
+    """reg_var / reg_cov > 0 add VICReg's variance and covariance terms on the pooled context embeddings (as
+    C-JEPA, Mo & Tong 2024): I-JEPA's EMA alone lets the encoder fall back on features that depend only on the
+    patch position — perfectly predictable, useless once pooled. 0/0 (default) is the I-JEPA objective."""
+
+    def __init__(self, encoder: nn.Module, predictor: nn.Module, loss: str = "l2",
+                 reg_var: float = 0.0, reg_cov: float = 0.0):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, not {loss!r}")
+        if reg_var < 0 or reg_cov < 0:
+            raise ValueError(f"reg_var and reg_cov must be >= 0, got {reg_var} and {reg_cov}")
         self.encoder = encoder
         self.predictor = predictor
         self.target_encoder = copy.deepcopy(encoder).float().requires_grad_(False)
         self.loss_name = loss
-        # Filled by forward (detached): the target tokens of the last batch, for the collapse monitors.
+        self.reg_var, self.reg_cov = reg_var, reg_cov
+        # Filled by forward (detached): the target tokens of the last batch, for the collapse monitors,
+        # and the loss terms (prediction, variance, covariance) for the logs.
         self.last_target_tokens: torch.Tensor | None = None
+        self.last_terms: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ forward / loss
     def forward(self, images: torch.Tensor, masks_enc: torch.Tensor, masks_pred: torch.Tensor) -> torch.Tensor:
@@ -44,9 +54,16 @@ class JEPA(nn.Module):
             h = K.gather_tokens(h, masks_pred)                             # [M_pred*B, K, D]
             h = repeat_interleave_batch(h, B, M_ctx)                         # predictor's (pred, ctx, b) order
         z = self.encoder.forward_features(images, masks_enc)               # [M_ctx*B, K_ctx, D]
-        z = self.predictor(z, masks_enc, masks_pred)                       # [M_pred*M_ctx*B, K, D]
-        valid = target_valid_mask(masks_pred, M_ctx)                        # False at -1 padding
-        return masked_feature_loss(z, h, valid, self.loss_name)
+        loss = terms_pred = masked_feature_loss(self.predictor(z, masks_enc, masks_pred),  # [M_pred*M_ctx*B, K, D]
+                                                h, target_valid_mask(masks_pred, M_ctx), self.loss_name)
+        self.last_terms = {"loss_pred": terms_pred.detach()}
+        if self.reg_var or self.reg_cov:
+            pooled = masked_mean(z, masks_enc.reshape(-1, masks_enc.shape[-1]) >= 0).view(M_ctx, B, -1)
+            var, cov = zip(*(variance_covariance(p) for p in pooled))      # per context mask: one view each
+            var, cov = torch.stack(var).mean(), torch.stack(cov).mean()
+            loss = loss + self.reg_var * var + self.reg_cov * cov
+            self.last_terms.update(reg_var=var.detach(), reg_cov=cov.detach())
+        return loss
 
     # ------------------------------------------------------------------ EMA
     @torch.no_grad()
@@ -94,3 +111,24 @@ def masked_feature_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.T
     n = w.sum() * per.shape[-1]
     return (per * w).sum() / n.clamp(min=1.0)
 
+
+
+def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of x [T, K, D] over its valid tokens (valid [T, K] bool) → [T, D]."""
+    w = valid.unsqueeze(-1).to(x.dtype)
+    return (x * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+
+def variance_covariance(z: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """VICReg's terms (Bardes et al. 2022) over a batch of embeddings z [B, D]: the mean hinge max(0, 1 − std)
+    per feature, and the squared off-diagonal covariances summed and divided by D. Statistics are per process."""
+    z = z.float()
+    n, d = z.shape
+    if n < 2:
+        zero = z.sum() * 0.0
+        return zero, zero
+    z = z - z.mean(0)
+    var = F.relu(1.0 - torch.sqrt(z.var(0) + eps)).mean()
+    c = (z.T @ z) / (n - 1)
+    cov = (c.pow(2).sum() - c.diagonal().pow(2).sum()) / d
+    return var, cov

@@ -36,10 +36,13 @@ class PretrainConfig:
     embed_dim: int | None = None           # None: the preset's width
     num_heads: int | None = None           # None: the preset's heads
     image_size: int = 224
+    crop_scale: tuple[float, float] = (0.3, 1.0)   # RandomResizedCrop area range (I-JEPA)
     patch_size: int = 14
     pred_depth: int | None = None          # None: the preset's default (models/predictor.PREDICTOR_DEPTH)
     pred_dim: int = 384
     loss: str = "l2"                       # l2 (RadJEPA paper) | smooth_l1 (I-JEPA code)
+    reg_var: float = 0.0                   # VICReg variance term on pooled context embeddings (0: I-JEPA)
+    reg_cov: float = 0.0                   # VICReg covariance term (0: I-JEPA)
     masks: MaskConfig = dataclasses.field(default_factory=MaskConfig)
     # length: exactly one of steps / epochs (optimizer steps; an epoch = one pass over the split)
     steps: int | None = None
@@ -85,12 +88,16 @@ class PretrainConfig:
         for name in ("depth", "embed_dim", "num_heads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {tuple(self.crop_scale)}")
+        if self.reg_var < 0 or self.reg_cov < 0:
+            raise ValueError(f"reg_var and reg_cov must be >= 0, got {self.reg_var} and {self.reg_cov}")
         if self.kernels not in ("auto", "triton", "eager"):
             raise ValueError(f"kernels must be auto, triton or eager, not {self.kernels!r}")
 
 
 # Changing these on --resume would silently make a different experiment than the checkpoint's.
-RESUME_LOCKED = ("model", "depth", "embed_dim", "num_heads", "image_size", "patch_size", "pred_depth", "pred_dim", "loss", "masks", "steps", "epochs",
+RESUME_LOCKED = ("model", "depth", "embed_dim", "num_heads", "image_size", "crop_scale", "patch_size", "pred_depth", "pred_dim", "loss", "reg_var", "reg_cov", "masks", "steps", "epochs",
                  "batch_size", "grad_accum", "lr", "start_lr", "final_lr", "warmup_steps", "wd", "final_wd",
                  "ema_start", "ema_end", "betas", "clip_grad", "seed", "split")
 
@@ -167,7 +174,7 @@ def build_model(cfg: PretrainConfig):
     arch = {k: getattr(cfg, k) for k in ("depth", "embed_dim", "num_heads") if getattr(cfg, k) is not None}
     enc = build_encoder(cfg.model, img_size=cfg.image_size, patch_size=cfg.patch_size, in_chans=1, **arch)
     pred = build_predictor(enc, depth=cfg.pred_depth, dim=cfg.pred_dim, model=cfg.model)
-    return JEPA(enc, pred, loss=cfg.loss)
+    return JEPA(enc, pred, loss=cfg.loss, reg_var=cfg.reg_var, reg_cov=cfg.reg_cov)
 
 
 LoaderFactory = Callable[[int, int], Iterable]   # (epoch, rank) -> iterable of collated batches
@@ -183,7 +190,8 @@ def default_loader_factory(cfg: PretrainConfig, dist: DistInfo, grid: tuple[int,
         collator.set_epoch(epoch)   # skipped batches on resume are replayed, so the counter starts at 0
         return make_loader(cfg.shards, split=cfg.split, batch_size=cfg.batch_size, image_size=cfg.image_size,
                            train=True, num_workers=cfg.num_workers, seed=cfg.seed, epoch=epoch, rank=dist.rank,
-                           world_size=dist.world_size, drop_last=True, collate_fn=collator)
+                           world_size=dist.world_size, drop_last=True, collate_fn=collator,
+                           crop_scale=tuple(cfg.crop_scale))
     return for_epoch
 
 
@@ -345,7 +353,8 @@ def train(cfg: PretrainConfig, dist: DistInfo | None = None,
             if do_log:
                 now = time.time()
                 if is_main:
-                    tel.log({"step": step, "epoch": ep, "loss": last_loss, **s,
+                    terms = {k: v.item() for k, v in core.last_terms.items()} if len(core.last_terms) > 1 else {}
+                    tel.log({"step": step, "epoch": ep, "loss": last_loss, **terms, **s,
                              "images_per_s": n_since * imgs_per_step / max(now - t_last, 1e-9), **last_mon})
                 last_mon = {}
                 loss_sum.zero_()
