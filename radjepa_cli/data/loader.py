@@ -195,9 +195,9 @@ def make_loader(shards, *, split: str | None, batch_size: int, image_size: int =
     float32 [B, L] and `label_known` bool [B, L]; with mask_names `masks` float32 [B, M, S, S] (same crop/flip as
     the image) and `mask_known` bool [B, M]; `key` list[str]; `meta` list[dict].
 
-    train=True: RandomResizedCrop (scale `crop_scale`, I-JEPA's 0.3–1 by default) and, only if hflip, random horizontal flips; shuffle defaults to
-    train. Shuffling and crops are fixed by (seed, epoch): build a loader per epoch or call
-    `loader.dataset.set_epoch(e)`. `collate_fn(list_of_sample_dicts)` replaces `collate_samples`.
+    train=True: RandomResizedCrop (area `crop_scale`, I-JEPA's 0.3–1 by default) and, only if hflip, random
+    horizontal flips; shuffle defaults to train. Shuffling and crops are fixed by (seed, epoch): build a loader per
+    epoch or call `loader.dataset.set_epoch(e)`. `collate_fn(list_of_sample_dicts)` replaces `collate_samples`.
     """
     if split is not None and split not in ("train", "val", "test"):
         raise ValueError(f"split must be train|val|test|None, not {split!r}")

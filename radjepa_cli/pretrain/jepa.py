@@ -54,9 +54,9 @@ class JEPA(nn.Module):
             h = K.gather_tokens(h, masks_pred)                             # [M_pred*B, K, D]
             h = repeat_interleave_batch(h, B, M_ctx)                         # predictor's (pred, ctx, b) order
         z = self.encoder.forward_features(images, masks_enc)               # [M_ctx*B, K_ctx, D]
-        loss = terms_pred = masked_feature_loss(self.predictor(z, masks_enc, masks_pred),  # [M_pred*M_ctx*B, K, D]
-                                                h, target_valid_mask(masks_pred, M_ctx), self.loss_name)
-        self.last_terms = {"loss_pred": terms_pred.detach()}
+        pred = self.predictor(z, masks_enc, masks_pred)                    # [M_pred*M_ctx*B, K, D]
+        loss = loss_pred = masked_feature_loss(pred, h, target_valid_mask(masks_pred, M_ctx), self.loss_name)
+        self.last_terms = {"loss_pred": loss_pred.detach()}
         if self.reg_var or self.reg_cov:
             pooled = masked_mean(z, masks_enc.reshape(-1, masks_enc.shape[-1]) >= 0).view(M_ctx, B, -1)
             var, cov = zip(*(variance_covariance(p) for p in pooled))      # per context mask: one view each
@@ -110,7 +110,6 @@ def masked_feature_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.T
     w = valid.unsqueeze(-1).to(per.dtype)
     n = w.sum() * per.shape[-1]
     return (per * w).sum() / n.clamp(min=1.0)
-
 
 
 def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

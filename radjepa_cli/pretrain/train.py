@@ -97,7 +97,8 @@ class PretrainConfig:
 
 
 # Changing these on --resume would silently make a different experiment than the checkpoint's.
-RESUME_LOCKED = ("model", "depth", "embed_dim", "num_heads", "image_size", "crop_scale", "patch_size", "pred_depth", "pred_dim", "loss", "reg_var", "reg_cov", "masks", "steps", "epochs",
+RESUME_LOCKED = ("model", "depth", "embed_dim", "num_heads", "image_size", "crop_scale", "patch_size", "pred_depth",
+                 "pred_dim", "loss", "reg_var", "reg_cov", "masks", "steps", "epochs",
                  "batch_size", "grad_accum", "lr", "start_lr", "final_lr", "warmup_steps", "wd", "final_wd",
                  "ema_start", "ema_end", "betas", "clip_grad", "seed", "split")
 
