@@ -21,18 +21,16 @@ from pretrain_probe_sklearn import macro_auprc
 
 
 @torch.no_grad()
-def pooled_features(encoder, shards: str, split: str, image_size: int, names, limit: int | None):
-    from radjepa_cli.data.loader import make_loader
-    from radjepa_cli.models.vit import DEFAULT_MEAN, DEFAULT_STD
-    encoder.eval()
-    xs, ys, ks = [], [], []
-    for b in make_loader(shards, split=split, batch_size=64, image_size=image_size, label_names=names):
-        xs.append(encoder.forward_features((b["image"] - DEFAULT_MEAN) / DEFAULT_STD).mean(1))
-        ys.append(b["labels"]), ks.append(b["label_known"])
-        if limit and sum(len(x) for x in xs) >= limit:
-            break
-    cut = slice(0, limit)
-    return torch.cat(xs)[cut].numpy(), torch.cat(ys)[cut].numpy(), torch.cat(ks)[cut].numpy().astype(bool)
+def pooled_features(encoder, shards: str, split: str, names, limit: int | None):
+    """(features, labels, known) of a split through the project's own feature path (OursEncoder + compute_features,
+    eval transform, mean-pooled tokens) — the same read-out `pretrain_probe_sklearn.py` gives a pretrained run."""
+    from radjepa_cli.downstream.probe import label_matrix
+    from radjepa_cli.models.features import FeatureSpec, compute_features
+    from radjepa_cli.models.zoo import OursEncoder
+    frozen = OursEncoder("supervised", encoder.eval())
+    fs = compute_features(frozen, shards, split, FeatureSpec(image_size=frozen.image_size), progress=False)
+    y, known = label_matrix(fs.meta[:limit], names, "mask")
+    return fs.pooled.float()[:limit].numpy(), y.numpy(), known.numpy().astype(bool)
 
 
 def main() -> None:
@@ -79,8 +77,8 @@ def main() -> None:
         epoch += 1
         print(f"epoch {epoch}: loss {loss.item():.4f}, {seen} images, {time.time() - t0:.0f} s", flush=True)
     train_s = time.time() - t0
-    tr = pooled_features(enc, args.shards, "train", cfg["image_size"], names, args.n_train_probe)
-    te = pooled_features(enc, args.shards, "test", cfg["image_size"], names, None)
+    tr = pooled_features(enc, args.shards, "train", names, args.n_train_probe)
+    te = pooled_features(enc, args.shards, "test", names, None)
     auprc, per = macro_auprc(*tr, *te)
     result = {"macro_auprc": auprc, "per_label": {names[j]: v for j, v in per.items()}, "train_seconds": train_s,
               "images_seen": seen, "epochs": epoch, "lr": args.lr, "threads": args.threads,

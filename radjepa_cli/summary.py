@@ -71,7 +71,11 @@ def plot_pretrain_curves(run: Path) -> Path | None:
 
     rank = [(r["step"], r["rankme"]) for r in rows if r.get("rankme") is not None]
     fig, ax = plt.subplots(1, 2 if rank else 1, figsize=(9 if rank else 5, 3.2), squeeze=False)
-    ax[0, 0].plot(*zip(*loss))
+    ax[0, 0].plot(*zip(*loss), label="total")
+    pred = [(r["step"], r["loss_pred"]) for r in rows if r.get("loss_pred") is not None]
+    if pred:  # logged when --reg-var/--reg-cov add terms: show the prediction term on its own too
+        ax[0, 0].plot(*zip(*pred), label="prediction term")
+        ax[0, 0].legend()
     ax[0, 0].set(xlabel="optimizer step", ylabel="JEPA loss", title="pretraining loss")
     if rank:
         ax[0, 1].plot(*zip(*rank), marker="o")

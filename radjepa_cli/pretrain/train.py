@@ -354,6 +354,7 @@ def train(cfg: PretrainConfig, dist: DistInfo | None = None,
             if do_log:
                 now = time.time()
                 if is_main:
+                    # loss is the interval mean; the separate terms are this step's (rank 0) values
                     terms = {k: v.item() for k, v in core.last_terms.items()} if len(core.last_terms) > 1 else {}
                     tel.log({"step": step, "epoch": ep, "loss": last_loss, **terms, **s,
                              "images_per_s": n_since * imgs_per_step / max(now - t_last, 1e-9), **last_mon})
