@@ -25,14 +25,22 @@ def test_per_class_masks_unknowns_and_matches_sklearn():
     assert cl.aggregate(out)["auprc"] == pytest.approx(out["A"]["auprc"])
 
 
-def test_dice():
+def test_dice_and_its_empty_mask_rule():
     a = np.zeros((4, 4), bool)
     b = np.zeros((4, 4), bool)
     a[:2] = True
     b[1:3] = True
     assert dice(a, b) == pytest.approx(2 * 4 / 16)
-    assert dice(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
+    assert dice(np.zeros((2, 2)), np.zeros((2, 2))) is None  # empty ground truth: not scored, never a free 1
+    assert dice(np.ones((2, 2)), np.zeros((2, 2))) is None  # …and a false positive there is not scored either
     with pytest.raises(ValueError):
         dice(a, b[:2])
-    per = dice_per_structure([{"x": a}, {"x": a}], [{"x": a}, {"x": b}], ["x"])
-    assert per["x"]["mean"] == pytest.approx(0.75) and per["x"]["n"] == 2
+    # [N=3, M=2]: image 2 lacks structure 0 (empty truth, prediction present) and structure 1 is not annotated
+    # on image 0: both are left out of the means, whatever was predicted there.
+    truth = np.stack([np.stack([a, b]), np.stack([b, b]), np.stack([np.zeros_like(a), a])])
+    pred = np.stack([np.stack([a, np.ones_like(a)]), np.stack([a, b]), np.stack([np.ones_like(a), a])])
+    known = np.array([[True, False], [True, True], [True, True]])
+    import torch
+    per = dice_per_structure(torch.from_numpy(pred), torch.from_numpy(truth), torch.from_numpy(known))
+    assert per[0] == pytest.approx((1.0 + 0.5) / 2) and per[1] == pytest.approx(1.0)
+    assert dice_per_structure(torch.from_numpy(pred[2:]), torch.from_numpy(truth[2:]))[0] is None

@@ -8,7 +8,8 @@ computed once (eval transform, deterministic) and cached; with `augment` the tra
 augmentations (affine, elastic, brightness/contrast, gamma; flips only for ribs, with L/R channels swapped) and
 their features are recomputed every epoch.
 
-Dice of a structure = mean over test images whose ground truth contains it of 2|P∩G| / (|P| + |G|), P = sigmoid > 0.5.
+Dice of a structure = mean over test images whose ground truth contains it of 2|P∩G| / (|P| + |G|), P = sigmoid > 0.5
+(the one Dice, with its empty-mask rule, is metrics/dice.py).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from radjepa_cli.data.labels import SEG_TASKS
+from radjepa_cli.metrics.dice import dice_per_structure
 
 
 @dataclasses.dataclass
@@ -61,18 +63,6 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor) ->
     inter, denom = (p * target).sum(dim=(2, 3)), (p + target).sum(dim=(2, 3))
     dice = 1 - (2 * inter + 1) / (denom + 1)
     return ((bce + dice) * w).sum() / w.sum().clamp_min(1)
-
-
-def dice_per_structure(pred: torch.Tensor, truth: torch.Tensor, known: torch.Tensor) -> list[float | None]:
-    """pred / truth [N, M, H, W] binary → per structure, mean Dice over images whose ground truth has it."""
-    inter = (pred & truth).sum(dim=(2, 3)).double()
-    denom = (pred.sum(dim=(2, 3)) + truth.sum(dim=(2, 3))).double()
-    valid = known & (truth.sum(dim=(2, 3)) > 0)
-    out = []
-    for m in range(truth.shape[1]):
-        v = valid[:, m]
-        out.append(float((2 * inter[v, m] / denom[v, m]).mean()) if v.any() else None)
-    return out
 
 
 def _cosine(step: int, total: int, base: float) -> float:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from radjepa_cli.models.zoo import EncoderOutput, FrozenEncoder, OursEncoder, Preprocess
+from radjepa_cli.models.frozen import EncoderOutput, FrozenEncoder, OursEncoder, Preprocess
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
