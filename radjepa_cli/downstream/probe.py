@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 
 from radjepa_cli.data.labels import labels_to_arrays, resolve_label_set
+from radjepa_cli.downstream.common import resolve_device  # noqa: F401 - its old home; callers import it from here
+from radjepa_cli.downstream.saved import save_head
 
 
 @dataclasses.dataclass
@@ -42,6 +44,7 @@ class ProbeConfig:
     image_size: int | None = None  # loader resolution; None = the encoder's input size
     train_split: str = "train"
     eval_split: str = "test"
+    val_split: str | None = "val"  # decision thresholds and the best seed (the train split when there is no val)
     feature_batch_size: int = 32
     cache_dir: str | None = None
     use_cache: bool = True
@@ -49,12 +52,6 @@ class ProbeConfig:
     device: str = "auto"
     plots: bool = True
     progress: bool = True
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def label_matrix(meta: list[dict], names, uncertain: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,55 +143,24 @@ def _summary(values: list[float | None]) -> tuple[float | None, float | None]:
     return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
 
 
-def run_probe(cfg: ProbeConfig, console=None) -> dict:
-    """Fit and score the probe for every seed; write results.json (+ PR curves) into cfg.out; return the results."""
-    from radjepa_cli import config as config_mod
-    from radjepa_cli.io import write_json
-    from radjepa_cli.models.features import FeatureSpec, extract_features
-    from radjepa_cli.models.zoo import load_encoder
+def head_scores(head: nn.Module, x: torch.Tensor, device) -> np.ndarray:
+    with torch.no_grad():
+        return torch.sigmoid(head(x.to(device))).cpu().numpy()
 
-    if cfg.seeds < 1 or cfg.epochs < 1:
-        raise ValueError("seeds and epochs must be >= 1")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").unlink(missing_ok=True)  # never leave an old result beside a new, unfinished run
-    device = resolve_device(cfg.device)
-    names = resolve_label_set(cfg.labels)
-    encoder = load_encoder(cfg.encoder, device=device, trust_remote_code=cfg.trust_remote_code)
-    spec = FeatureSpec(image_size=cfg.image_size or encoder.image_size)
-    t0 = time.perf_counter()
-    feats = {split: extract_features(encoder, cfg.shards, split, spec, cache_dir=cfg.cache_dir,
-                                     use_cache=cfg.use_cache, batch_size=cfg.feature_batch_size,
-                                     progress=cfg.progress)
-             for split in (cfg.train_split, cfg.eval_split)}
-    feature_s = time.perf_counter() - t0
-    train, test = feats[cfg.train_split], feats[cfg.eval_split]
-    _check_disjoint_patients(train.meta, test.meta, cfg)
-    x_tr, x_te = train.pooled.float(), test.pooled.float()
-    y_tr, k_tr = label_matrix(train.meta, names, cfg.uncertain)
-    y_te, k_te = label_matrix(test.meta, names, cfg.uncertain)
-    if not k_tr.any():
-        raise ValueError(f"{cfg.shards}: none of the labels {list(names)} is known in the {cfg.train_split} split")
-    feature_fn = _augmented_features(encoder, cfg, spec, names, device) if cfg.augment else None
 
-    per_seed, scores_by_seed = [], []
-    t1 = time.perf_counter()
-    for seed in range(cfg.seeds):
-        head = train_head(x_tr, y_tr, k_tr, cfg, seed, device, feature_fn)
-        with torch.no_grad():
-            scores = torch.sigmoid(head(x_te.to(device))).cpu().numpy()
-        m = class_metrics(scores, y_te.numpy(), k_te.numpy().astype(bool), names)
-        valid = [v["auprc"] for v in m.values() if v["auprc"] is not None]
-        per_seed.append({"seed": seed, "per_class": m,
-                         "aggregate_auprc": float(np.mean(valid)) if valid else None,
-                         "aggregate_auroc": float(np.mean([v["auroc"] for v in m.values() if v["auroc"] is not None]))
-                         if valid else None})
-        scores_by_seed.append(scores)
-    fit_s = time.perf_counter() - t1
+def seed_metrics(seed: int, scores: np.ndarray, values: np.ndarray, known: np.ndarray, names) -> dict:
+    """One seed's per-class AUPRC/AUROC and their means over the classes where they are defined."""
+    m = class_metrics(scores, values, known.astype(bool), names)
+    auprc = [v["auprc"] for v in m.values() if v["auprc"] is not None]
+    auroc = [v["auroc"] for v in m.values() if v["auroc"] is not None]
+    return {"seed": seed, "per_class": m, "aggregate_auprc": float(np.mean(auprc)) if auprc else None,
+            "aggregate_auroc": float(np.mean(auroc)) if auroc else None}
 
+
+def summarize_seeds(per_seed: list[dict], names) -> tuple[list[str], dict, dict]:
+    """(evaluated labels, per-class mean ± std over seeds, aggregate mean ± std): what results.json reports
+    (and what `predict` reports against labelled shards)."""
     evaluated = [n for n in names if per_seed[0]["per_class"][n]["auprc"] is not None]
-    if not evaluated:
-        raise ValueError(f"no label of {list(names)} has both outcomes in the {cfg.eval_split} split of {cfg.shards}")
     per_class = {}
     for n in evaluated:
         pm, ps = _summary([s["per_class"][n]["auprc"] for s in per_seed])
@@ -203,12 +169,58 @@ def run_probe(cfg: ProbeConfig, console=None) -> dict:
                         "n_pos": per_seed[0]["per_class"][n]["n_pos"]}
     am, asd = _summary([s["aggregate_auprc"] for s in per_seed])
     rm, rsd = _summary([s["aggregate_auroc"] for s in per_seed])
+    return evaluated, per_class, {"auprc_mean": am, "auprc_std": asd, "auroc_mean": rm, "auroc_std": rsd}
+
+
+def run_probe(cfg: ProbeConfig, console=None) -> dict:
+    """Fit and score the probe for every seed; write results.json (+ PR curves), every seed's head and, last,
+    model.json (downstream/saved.py) into cfg.out; return the results."""
+    from radjepa_cli import config as config_mod
+    from radjepa_cli.downstream.common import has_split, start_run
+    from radjepa_cli.io import write_json
+    from radjepa_cli.models.features import FeatureSpec, extract_features
+
+    out, device, encoder = start_run(cfg)
+    names = resolve_label_set(cfg.labels)
+    spec = FeatureSpec(image_size=cfg.image_size or encoder.image_size)
+    select = cfg.val_split if has_split(cfg.shards, cfg.val_split) else cfg.train_split
+    t0 = time.perf_counter()
+    feats = {split: extract_features(encoder, cfg.shards, split, spec, cache_dir=cfg.cache_dir,
+                                     use_cache=cfg.use_cache, batch_size=cfg.feature_batch_size,
+                                     progress=cfg.progress)
+             for split in dict.fromkeys((cfg.train_split, cfg.eval_split, select))}
+    feature_s = time.perf_counter() - t0
+    train, test, sel = feats[cfg.train_split], feats[cfg.eval_split], feats[select]
+    _check_disjoint_patients(train.meta, test.meta, cfg)
+    x_tr, x_te, x_sel = train.pooled.float(), test.pooled.float(), sel.pooled.float()
+    y_tr, k_tr = label_matrix(train.meta, names, cfg.uncertain)
+    y_te, k_te = label_matrix(test.meta, names, cfg.uncertain)
+    y_sel, k_sel = (t.numpy() for t in label_matrix(sel.meta, names, cfg.uncertain))
+    if not k_tr.any():
+        raise ValueError(f"{cfg.shards}: none of the labels {list(names)} is known in the {cfg.train_split} split")
+    feature_fn = _augmented_features(encoder, cfg, spec, names, device) if cfg.augment else None
+
+    per_seed, scores_by_seed, saved, sel_scores = [], [], [], []
+    t1 = time.perf_counter()
+    for seed in range(cfg.seeds):
+        head = train_head(x_tr, y_tr, k_tr, cfg, seed, device, feature_fn)
+        scores = head_scores(head, x_te, device)
+        per_seed.append(seed_metrics(seed, scores, y_te.numpy(), k_te.numpy(), names))
+        scores_by_seed.append(scores)
+        sel_scores.append(head_scores(head, x_sel, device))
+        saved.append({**save_head(out, seed, head),
+                      "val_score": seed_metrics(seed, sel_scores[-1], y_sel, k_sel, names)["aggregate_auprc"]})
+    fit_s = time.perf_counter() - t1
+
+    evaluated, per_class, aggregate = summarize_seeds(per_seed, names)
+    if not evaluated:
+        raise ValueError(f"no label of {list(names)} has both outcomes in the {cfg.eval_split} split of {cfg.shards}")
     datasets = Counter(m.get("dataset", "") for m in test.meta)
     results = {
         "kind": "probe", "encoder": cfg.encoder, "label_set": cfg.labels, "labels": evaluated,
         "dataset": "+".join(sorted(datasets)),
         "seeds": list(range(cfg.seeds)), "per_class": per_class,
-        "aggregate": {"auprc_mean": am, "auprc_std": asd, "auroc_mean": rm, "auroc_std": rsd},
+        "aggregate": aggregate,
         "per_seed": per_seed,
         "skipped_labels": [n for n in names if n not in evaluated],
         "n_train": len(train), "n_test": len(test),
@@ -223,8 +235,34 @@ def run_probe(cfg: ProbeConfig, console=None) -> dict:
         from radjepa_cli.downstream.plots import pr_curves
         pr_curves(out / "pr_curves.png", scores_by_seed, y_te.numpy(), k_te.numpy().astype(bool), evaluated, names,
                   title=f"{cfg.encoder} — {cfg.labels} ({cfg.eval_split})")
-    write_json(out / "results.json", results)  # last: its presence means the run finished
+    write_json(out / "results.json", results)  # its presence means the run finished
+    _write_probe_model(cfg, out, encoder, spec, names, evaluated, saved, sel_scores, (y_sel, k_sel), select,
+                       (len(train), len(test)))
     return results
+
+
+def _write_probe_model(cfg: ProbeConfig, out: Path, encoder, spec, names, evaluated, saved, sel_scores, sel_labels,
+                       select: str, counts) -> None:
+    """model.json, last of all: the heads are usable by `radjepa predict` from here on."""
+    from radjepa_cli.downstream.common import best_seed, input_record
+    from radjepa_cli.downstream.saved import write_model_json
+    from radjepa_cli.metrics.classification import decision_thresholds
+    from radjepa_cli.models.zoo import encoder_reference
+
+    best, (y_sel, k_sel) = best_seed(saved), sel_labels
+    write_model_json(out, {
+        "task": "probe", "encoder": encoder_reference(encoder, cfg.encoder),
+        "input": input_record(cfg.shards, cfg.train_split, spec.image_size),
+        "head": {"kind": "linear", "config": {"in_dim": int(encoder.pooled_dim), "n_out": len(names)},
+                 "features": "pooled", "standardize": cfg.standardize},
+        "labels": list(names), "label_set": cfg.labels, "uncertain": cfg.uncertain, "evaluated_labels": evaluated,
+        "thresholds": decision_thresholds(y_sel, sel_scores[best], k_sel, names, select),
+        "seeds": saved, "best_seed": best, "best_seed_by": f"macro-AUPRC on the {select} split",
+        "trained_on": {"shards": str(Path(cfg.shards).resolve()), "train_split": cfg.train_split,
+                       "selection_split": select, "eval_split": cfg.eval_split, "n_train": counts[0],
+                       "n_test": counts[1]},
+        "results": "results.json",
+    })
 
 
 def _check_disjoint_patients(train_meta, test_meta, cfg: ProbeConfig) -> None:

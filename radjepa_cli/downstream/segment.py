@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from radjepa_cli.data.labels import SEG_TASKS
+from radjepa_cli.downstream.saved import save_head
 from radjepa_cli.metrics.dice import dice_per_structure
 
 
@@ -127,24 +128,17 @@ def train_decoder(cfg: SegmentConfig, seed: int, in_dim: int, n_struct: int, tra
 def run_segment(cfg: SegmentConfig, console=None) -> dict:
     """Train and score the decoder for every seed; write results.json + overlays.png into cfg.out."""
     from radjepa_cli import config as config_mod
+    from radjepa_cli.downstream.common import start_run
     from radjepa_cli.downstream.decoders import DECODERS, default_layers
-    from radjepa_cli.downstream.probe import resolve_device
     from radjepa_cli.io import write_json
     from radjepa_cli.models.features import FeatureSpec, extract_features
-    from radjepa_cli.models.zoo import load_encoder
 
     if cfg.task not in SEG_TASKS:
         raise ValueError(f"unknown task {cfg.task!r}; choose one of {', '.join(SEG_TASKS)}")
     if cfg.decoder not in DECODERS:
         raise ValueError(f"unknown decoder {cfg.decoder!r}; choose one of {', '.join(DECODERS)}")
-    if cfg.seeds < 1 or cfg.epochs < 1:
-        raise ValueError("seeds and epochs must be >= 1")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").unlink(missing_ok=True)
+    out, device, encoder = start_run(cfg)
     structures = SEG_TASKS[cfg.task]
-    device = resolve_device(cfg.device)
-    encoder = load_encoder(cfg.encoder, device=device, trust_remote_code=cfg.trust_remote_code)
     if cfg.decoder == "upernet":
         layers = tuple(cfg.layers) if cfg.layers else default_layers(encoder.num_layers)
         if len(layers) != 4:
@@ -170,30 +164,25 @@ def run_segment(cfg: SegmentConfig, console=None) -> dict:
                          f"({', '.join(structures)})")
     epoch_features = _augmented(encoder, cfg, spec, structures, device) if cfg.augment else None
 
-    per_seed, t1 = [], time.perf_counter()
+    per_seed, saved, t1 = [], [], time.perf_counter()
+    in_dim = train[0][0].shape[1]
     for seed in range(cfg.seeds):
-        decoder, history = train_decoder(cfg, seed, train[0][0].shape[1], len(structures), train, val, device,
-                                         epoch_features)
-        logits = predict(decoder, test[0], test[1].shape[-2:], device)
-        pred = torch.sigmoid(logits) > 0.5
-        dice = dice_per_structure(pred, test[1].bool(), test[2])
-        valid = [d for d in dice if d is not None]
-        per_seed.append({"seed": seed, "dice": dict(zip(structures, dice)),
-                         "mean_dice": float(np.mean(valid)) if valid else None,
+        decoder, history = train_decoder(cfg, seed, in_dim, len(structures), train, val, device, epoch_features)
+        pred = predict(decoder, test[0], test[1].shape[-2:], device) > 0  # sigmoid > 0.5
+        per_seed.append({**seed_dice(seed, pred, test[1], test[2], structures),
                          "best_epoch": min(history, key=lambda h: h.get("val_loss", -h["epoch"]))["epoch"],
                          "final_train_loss": history[-1]["train_loss"]})
+        # the best seed: highest mean Dice on val, else lowest final training loss
+        score = (seed_dice(seed, predict(decoder, val[0], val[1].shape[-2:], device) > 0, val[1], val[2],
+                           structures)["mean_dice"] if val else -history[-1]["train_loss"])
+        saved.append({**save_head(out, seed, decoder), "val_score": score})
         if seed == 0 and cfg.overlays > 0:
             _overlays(cfg, out, size, pred, structures)
     fit_s = time.perf_counter() - t1
 
-    evaluated = [s for s in structures if per_seed[0]["dice"][s] is not None]
+    evaluated, per_structure, (md_mean, md_std) = summarize_dice(per_seed, structures)
     if not evaluated:
         raise ValueError(f"no {cfg.eval_split} image of {cfg.shards} has a mask for any of {list(structures)}")
-    per_structure = {}
-    for s in evaluated:
-        m, sd = _mean_std([p["dice"][s] for p in per_seed])
-        per_structure[s] = {"dice_mean": m, "dice_std": sd}
-    md_mean, md_std = _mean_std([p["mean_dice"] for p in per_seed])
     results = {
         "kind": "segment", "encoder": cfg.encoder, "decoder": cfg.decoder, "task": cfg.task,
         "structures": evaluated, "per_structure": per_structure,
@@ -206,7 +195,51 @@ def run_segment(cfg: SegmentConfig, console=None) -> dict:
     }
     config_mod.save(cfg, out)
     write_json(out / "results.json", results)
+    _write_segment_model(cfg, out, encoder, size, layers, structures, in_dim, saved, val is not None,
+                         (len(train_fs), len(test_fs)))
     return results
+
+
+def seed_dice(seed: int, pred: torch.Tensor, masks: torch.Tensor, known: torch.Tensor, structures) -> dict:
+    """One seed's Dice per structure (metrics/dice.py's rule) and its mean over the structures that have one."""
+    dice = dice_per_structure(pred, masks.bool(), known)
+    valid = [d for d in dice if d is not None]
+    return {"seed": seed, "dice": dict(zip(structures, dice)), "mean_dice": float(np.mean(valid)) if valid else None}
+
+
+def summarize_dice(per_seed: list[dict], structures) -> tuple[list[str], dict, tuple]:
+    """(evaluated structures, per-structure Dice mean ± SD over seeds, mean Dice (mean, SD)): what results.json
+    reports (and what `predict` reports against shards with masks)."""
+    evaluated = [s for s in structures if per_seed[0]["dice"][s] is not None]
+    per_structure = {}
+    for s in evaluated:
+        m, sd = _mean_std([p["dice"][s] for p in per_seed])
+        per_structure[s] = {"dice_mean": m, "dice_std": sd}
+    return evaluated, per_structure, (_mean_std([p["mean_dice"] for p in per_seed]) if evaluated else (None, None))
+
+
+def _write_segment_model(cfg: SegmentConfig, out: Path, encoder, size: int, layers, structures, in_dim: int,
+                         saved: list[dict], has_val: bool, counts) -> None:
+    """model.json, last of all: the decoders are usable by `radjepa predict` from here on."""
+    from radjepa_cli.downstream.common import best_seed, input_record
+    from radjepa_cli.downstream.saved import write_model_json
+    from radjepa_cli.models.zoo import encoder_reference
+
+    write_model_json(out, {
+        "task": "segment", "encoder": encoder_reference(encoder, cfg.encoder),
+        "input": input_record(cfg.shards, cfg.train_split, size),
+        "head": {"kind": cfg.decoder, "config": {"in_dim": int(in_dim), "n_out": len(structures),
+                                                 "channels": cfg.channels},
+                 "features": "layers", "layers": list(layers)},
+        "structures": list(structures), "seg_task": cfg.task,
+        "thresholds": {s: {"threshold": 0.5, "rule": "sigmoid > 0.5 (the Dice protocol)"} for s in structures},
+        "seeds": saved, "best_seed": best_seed(saved),
+        "best_seed_by": f"mean Dice on the {cfg.val_split} split" if has_val else "lowest final training loss",
+        "trained_on": {"shards": str(Path(cfg.shards).resolve()), "train_split": cfg.train_split,
+                       "val_split": cfg.val_split if has_val else None, "eval_split": cfg.eval_split,
+                       "n_train": counts[0], "n_test": counts[1]},
+        "results": "results.json",
+    })
 
 
 def _mean_std(values) -> tuple[float, float]:
@@ -216,10 +249,8 @@ def _mean_std(values) -> tuple[float, float]:
 
 
 def _optional_split(cfg: SegmentConfig, split_data):
-    if not cfg.val_split:
-        return None
-    from radjepa_cli.data.loader import shard_paths
-    if not shard_paths(cfg.shards, cfg.val_split):
+    from radjepa_cli.downstream.common import has_split
+    if not has_split(cfg.shards, cfg.val_split):
         return None
     _, val = split_data(cfg.val_split)
     return val if val[2].any() else None

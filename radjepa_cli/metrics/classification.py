@@ -45,3 +45,30 @@ def aggregate(per: dict[str, dict[str, float]]) -> dict[str, float]:
         vals = [v[key] for v in per.values() if not np.isnan(v[key])]
         out[key] = float(np.mean(vals)) if vals else float("nan")
     return out
+
+
+def max_f1_threshold(y: np.ndarray, s: np.ndarray) -> tuple[float, float] | None:
+    """(threshold, F1) maximising F1 of `score >= threshold` over the observed scores; None when y has a single
+    outcome (no threshold is informative). Ties go to the lowest threshold (the one with the higher recall)."""
+    from sklearn.metrics import precision_recall_curve
+
+    y, s = np.asarray(y, float), np.asarray(s, float)
+    if len(y) == 0 or not 0 < y.sum() < len(y):
+        return None
+    p, r, t = precision_recall_curve(y, s)
+    p, r = p[:-1], r[:-1]  # the last point (recall 0) has no threshold
+    f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
+    i = int(np.argmax(f1))
+    return float(t[i]), float(f1[i])
+
+
+def decision_thresholds(values: np.ndarray, scores: np.ndarray, known: np.ndarray, names: Sequence[str],
+                        split: str, default: float = 0.5) -> dict[str, dict]:
+    """{name: {threshold, rule, f1}}: max-F1 on `split` per label, `default` where the split has one outcome."""
+    out = {}
+    for j, name in enumerate(names):
+        k = np.asarray(known[:, j], bool)
+        best = max_f1_threshold(values[k, j], scores[k, j])
+        out[name] = ({"threshold": best[0], "rule": f"max F1 on {split}", "f1": best[1]} if best else
+                     {"threshold": default, "rule": f"default {default} ({split} has one outcome only)", "f1": None})
+    return out

@@ -20,6 +20,7 @@ Spec names (also printed by `radjepa probe --help`):
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -113,3 +114,61 @@ def load_encoder(spec: str, *, device: str | torch.device = "cpu", trust_remote_
         enc = zoo_hf.LOADERS[prefix](arg, trust_remote_code=trust_remote_code)
         enc.name = spec
     return enc.to(device)
+
+
+# ---- encoder references: what a saved model records, and loading it back ------------------------------------------
+
+class EncoderMismatchError(ValueError):
+    """The encoder found at a recorded (or user-given) location is not the one a saved head was trained on."""
+
+
+def absolute_spec(spec: str) -> str:
+    """The spec with its local path made absolute (so a saved model still finds it from another working dir);
+    specs without a local path (pixels:32, random:vit_tiny, an HF-cache id) are returned unchanged."""
+    prefix, arg = split_spec(spec.strip())
+    what, rest = arg, ""
+    if prefix == "pixels":
+        return spec
+    if prefix == "random":
+        m = _RANDOM_RE.match(arg)
+        if m is None:
+            return spec
+        what, rest = m["what"], arg[len(m["what"]):]
+    p = Path(what).expanduser()
+    if not p.exists():
+        return spec
+    return f"{prefix + ':' if prefix else ''}{p.resolve()}{rest}"
+
+
+def encoder_reference(encoder: FrozenEncoder, spec: str) -> dict:
+    """What a saved head records about its encoder: the spec as typed, the same spec with absolute paths, and
+    the fingerprint (sha256 of weights + preprocessing + pooling) that must match when the head is used again."""
+    return {"spec": spec, "spec_absolute": absolute_spec(spec), "name": encoder.name,
+            "fingerprint": encoder.fingerprint, "embed_dim": encoder.embed_dim, "pooled_dim": encoder.pooled_dim,
+            "num_layers": encoder.num_layers, "pooling": encoder.pooling, "image_size": encoder.image_size,
+            "preprocessing": dataclasses.asdict(encoder.preprocessing)}
+
+
+def load_referenced_encoder(ref: dict, *, where: str, override: str | None = None,
+                            device: str | torch.device = "cpu", trust_remote_code: bool = False) -> FrozenEncoder:
+    """Load the encoder a reference names (its absolute spec first, then the spec as typed, relative to the
+    working dir), or `override` (a new location of the same encoder); refuse one whose fingerprint differs."""
+    want = ref["fingerprint"]
+    tried = [override] if override else list(dict.fromkeys([ref.get("spec_absolute") or ref["spec"], ref["spec"]]))
+    missing = []
+    for spec in tried:
+        try:
+            enc = load_encoder(spec, device=device, trust_remote_code=trust_remote_code)
+        except FileNotFoundError as e:
+            missing.append(str(e))
+            continue
+        if enc.fingerprint != want:
+            raise EncoderMismatchError(
+                f"{where}: encoder {spec!r} is not the one this model was trained on: its checksum is "
+                f"{enc.fingerprint[:16]}…, the model expects {want[:16]}… (its weights, preprocessing or pooling "
+                f"changed since training). Point --encoder at the original weights, or retrain the head.")
+        return enc
+    raise FileNotFoundError(
+        f"{where}: the encoder this model was trained on, {ref['spec']!r} (recorded as {tried[0]!r}), cannot be "
+        f"loaded: {'; '.join(missing)}. If it moved, pass --encoder NEW_LOCATION (its checksum "
+        f"{want[:16]}… is checked).")
