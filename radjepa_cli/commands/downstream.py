@@ -154,3 +154,71 @@ def register(app: typer.Typer) -> None:
         table.add_row("[b]mean[/b]", f"[b]{_fmt(r['mean_dice']['mean'], r['mean_dice']['std'])}[/b]")
         Console().print(table)
         console.print(f"results: {out / 'results.json'}  overlays: {out / 'overlays.png'}")
+
+    @app.command("predict", help=(
+        "Apply a saved probe or segmentation model (the --out folder of `radjepa probe` / `radjepa segment`) to new "
+        "images: PNG / JPEG / DICOM files, folders of them, or shard folders. The encoder is found from its "
+        "model.json and checked by checksum; images are decoded as prepare-data decodes them. Probe: "
+        "predictions.csv + .jsonl (probabilities and labels at the validation-chosen thresholds). Segment: "
+        "masks/ID/STRUCTURE.png (+ overlays/ with --overlays). Shards with labels or masks also get metrics.json, "
+        "the metrics probe / segment report. Unreadable inputs are skipped and listed in skipped.json."))
+    def predict_cmd(
+        model: Path = typer.Argument(..., help="A probe or segment output folder holding model.json."),
+        inputs: list[str] = typer.Argument(..., help="Image files, folders of images, shard folders or .tar shards."),
+        out: Path = typer.Option(..., "--out", help="Output folder."),
+        seed: int = typer.Option(None, "--seed", help="Which saved head (default: the best on validation)."),
+        split: str = typer.Option("test", "--split", help="Split of shard inputs: train | val | test | all."),
+        overlays: bool = typer.Option(False, "--overlays", help="Segmentation: draw overlays/ID.png."),
+        batch_size: int = typer.Option(16, "--batch-size"),
+        encoder: str = typer.Option(None, "--encoder", help="Where the encoder is now, if it moved (its checksum "
+                                                            "must still match)."),
+        cache_dir: Path = typer.Option(None, "--cache-dir", help="Feature cache for shard inputs."),
+        no_cache: bool = typer.Option(False, "--no-cache"),
+        device: str = typer.Option("auto", "--device"),
+        trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+    ):
+        from rich.console import Console
+
+        from radjepa_cli.downstream.predict import PredictConfig, run_predict
+        from radjepa_cli.downstream.saved import ModelDirError
+
+        console = Console(stderr=True)
+        cfg = PredictConfig(model=str(model), inputs=tuple(inputs), out=str(out), seed=seed, split=split,
+                            batch_size=batch_size, overlays=overlays, encoder=encoder, device=device,
+                            cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache,
+                            trust_remote_code=trust_remote_code)
+        try:
+            r = run_predict(cfg)
+        except (ValueError, FileNotFoundError, ModelDirError, PermissionError) as e:
+            _fail(console, e)
+        for s in r["skipped"]:
+            console.print(f"[yellow]skipped[/yellow] {s['path']}: {s['reason']}")
+        for m in r["metrics"]:
+            Console().print(_metrics_table(r["task"], m))
+        console.print(f"{r['n_predicted']} image(s) predicted with seed {r['seed']}, {r['n_skipped']} skipped, "
+                      f"{r['seconds']:.1f} s → {out}")
+
+
+def _metrics_table(task: str, m: dict):
+    from rich.table import Table
+    head = f"{m['shards']} ({m['split']}, {m['n']} images, {len(m['per_seed'])} seeds)"
+    if task == "probe":
+        table = Table(title=f"predict · probe metrics · {head}")
+        for col in ("label", "n_pos", "AUPRC %", "AUROC %"):
+            table.add_column(col, justify="left" if col == "label" else "right")
+        for name in m["labels"]:
+            c = m["per_class"][name]
+            table.add_row(name, str(c["n_pos"]), _fmt(c["auprc_mean"], c["auprc_std"]),
+                          _fmt(c["auroc_mean"], c["auroc_std"]))
+        a = m["aggregate"]
+        table.add_row("[b]aggregate[/b]", "", f"[b]{_fmt(a['auprc_mean'], a['auprc_std'])}[/b]",
+                      _fmt(a["auroc_mean"], a["auroc_std"]))
+        return table
+    table = Table(title=f"predict · Dice · {head}")
+    table.add_column("structure")
+    table.add_column("Dice %", justify="right")
+    for s in m["structures"]:
+        d = m["per_structure"][s]
+        table.add_row(s, _fmt(d["dice_mean"], d["dice_std"]))
+    table.add_row("[b]mean[/b]", f"[b]{_fmt(m['mean_dice']['mean'], m['mean_dice']['std'])}[/b]")
+    return table

@@ -81,3 +81,42 @@ def seg_overlays(path: str | Path, images: np.ndarray, truth: np.ndarray, pred: 
     _save(fig, Path(path))
     plt.close(fig)
     return Path(path)
+
+
+def mask_overlay(path: str | Path, image: np.ndarray, masks: np.ndarray, structures: Sequence[str],
+                 title: str = "") -> Path:
+    """One image [H, W] in [0, 1] beside the same image with its predicted masks [M, H', W'] (resized to the
+    image, nearest) filled in translucent colour and outlined, with a legend that names each structure."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    h, w = image.shape
+    if masks.shape[1:] != (h, w):
+        masks = np.stack([np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 127
+                          for m in masks])
+    M = len(structures)
+    cmap = plt.get_cmap("tab20" if M > 10 else "tab10")
+    colours = np.array([cmap(i % cmap.N)[:3] for i in range(M)])
+    rgb = np.repeat(image[..., None], 3, axis=-1).astype(np.float32)
+    for m in range(M):
+        sel = masks[m]
+        rgb[sel] = 0.6 * rgb[sel] + 0.4 * colours[m]
+    aspect = w / h
+    fig, axes = plt.subplots(1, 2, figsize=(2 * 4.2 * aspect + 0.4, 4.8), squeeze=False)
+    for ax, shown, label in ((axes[0, 0], image, "input"), (axes[0, 1], rgb, "predicted masks")):
+        ax.imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    for m in range(M):
+        if masks[m].any():
+            axes[0, 1].contour(masks[m].astype(float), levels=[0.5], colors=[colours[m]], linewidths=1.0)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[m]) for m in range(M)]
+    fig.legend(handles, [f"{s} ({100 * masks[m].mean():.0f}% of image)" for m, s in enumerate(structures)],
+               loc="lower center", ncol=min(M, 4), fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    _save(fig, Path(path))
+    plt.close(fig)
+    return Path(path)
