@@ -14,9 +14,11 @@ from radjepa_cli.io import atomic_write_bytes
 
 SECTIONS = (  # (title, folder glob, what the plots show)
     ("Pretraining", "pretrain", "loss and collapse monitors (effective rank, target-feature std)"),
-    ("Linear probe", "probe-*", "precision–recall curves per finding"),
+    ("Linear probe", "probe-*", "AUPRC per finding, one bar per encoder (whiskers: seed SD; dashed: prevalence); "
+                                "below it, each encoder's precision–recall curves per finding"),
     ("Segmentation", "segment-*", "Dice overlays (prediction vs ground truth)"),
     ("Report generation", "report_model", "training / validation loss"),
+    ("Saved models applied", "predict/*/overlays", "`radjepa predict` with the saved UPerNet lung model on real images"),
     ("Evaluation", "evaluate", "bootstrap medians with 95% CIs, paper tables"),
 )
 
@@ -54,6 +56,22 @@ def key_numbers(out: Path) -> list[tuple[str, str]]:
             else:
                 rows.append((label, f"{m['median']:.3g} [{m['ci_low']:.3g}, {m['ci_high']:.3g}] (median, 95% CI)"))
     return rows
+
+
+def probe_chart(out: Path) -> Path | None:
+    """out/probe_auprc_comparison.png from every probe-*/results.json (evaluate/plots.py draws it)."""
+    from radjepa_cli.evaluate.inputs import load_results
+    from radjepa_cli.evaluate.plots import probe_comparison_chart
+    results = []
+    for p in sorted(out.glob("probe-*/results.json")):
+        try:
+            results.append(load_results(p))
+        except ValueError:
+            continue
+    return probe_comparison_chart(results, out / "probe_auprc_comparison.png") if results else None
+
+
+LEAD_FIGURES = {"Linear probe": probe_chart}  # drawn first in their section, above the per-run plots
 
 
 def plot_pretrain_curves(run: Path) -> Path | None:
@@ -111,6 +129,8 @@ def write_summary(out: Path, state: dict[str, Any]) -> Path:
                   "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows) + "</table>"]
     for title, pattern, what in SECTIONS:
         pngs = sorted(p for d in out.glob(pattern) if d.is_dir() for p in d.rglob("*.png"))
+        lead = LEAD_FIGURES[title](out) if title in LEAD_FIGURES else None
+        pngs = ([lead] if lead else []) + pngs
         if not pngs:
             continue
         md += ["", f"## {title}", "", f"_{what}_", ""]

@@ -201,3 +201,20 @@ def test_predict_cli(trained):
     agg = trained["probe"]["aggregate"]
     assert f"{100 * agg['auprc_mean']:.1f} ± {100 * agg['auprc_std']:.1f}" in res.output  # as `probe` prints it
     assert "skipped" in res.output and "nope.png" in res.output and (out / "predict.json").is_file()
+
+
+def test_probe_comparison_chart_in_summary_and_table6(trained, tmp_path):
+    from typer.testing import CliRunner
+
+    from radjepa_cli.cli import app
+    from radjepa_cli.summary import write_summary
+    for name in ("ours", "baseline"):
+        shutil.copytree(trained["root"] / "probe", tmp_path / f"probe-{name}")
+    page = write_summary(tmp_path, {"steps": {}})
+    chart = tmp_path / "probe_auprc_comparison.png"
+    assert chart.stat().st_size > 20_000 and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = page.read_text()
+    assert html.index("probe_auprc_comparison.png") < html.index("probe-baseline/pr_curves.png")  # chart first
+    res = CliRunner().invoke(app, ["evaluate", "table", "6", "--runs", str(tmp_path), "--out", str(tmp_path / "t6")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "t6" / "probe_auprc.png").stat().st_size > 20_000

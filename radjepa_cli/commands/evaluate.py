@@ -73,7 +73,8 @@ def table_cmd(
     seed: int = typer.Option(0, "--seed"),
     uncertain_as: str = _UNC, radgraph_dir: Optional[Path] = _RG, chexbert_dir: Optional[Path] = _CB,
     green_dir: Optional[Path] = _GR,
-    figures: bool = typer.Option(True, "--figures/--no-figures", help="Write Figure-5/6 style PNGs (report tables)."),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="Write Figure-5/6 style PNGs (report tables); "
+                                                                       "the per-finding AUPRC chart (table 6)."),
 ):
     """Lay out one of the paper's tables from our outputs (JSON + Markdown + CSV + LaTeX, and figures)."""
     from radjepa_cli.evaluate.render import to_rich, write_table
@@ -106,6 +107,10 @@ def table_cmd(
                           for r in paper_numbers()["table4"]["rows"] if r["encoder"] != "Base Encoder"]
         table.data["figures"] = [str(plots.forest_plot(groups, paper_rows, out_dir / "figure6_forest.png")),
                                  str(plots.ranking_plot(groups, paper_rows, out_dir / "figure5_ranking.png"))]
+    if figures and number == 6 and table.data.get("ours"):
+        from radjepa_cli.evaluate.plots import probe_comparison_chart
+
+        table.data["figures"] = [str(probe_comparison_chart(table.data["ours"], out_dir / "probe_auprc.png"))]
     paths = write_table(table, out_dir)
     con = _console()
     con.print(to_rich(table))

@@ -1,9 +1,12 @@
 """Figures like the paper's: Figure 6 (medians with 95% CIs, one row per dataset, one column per metric) and
-Figure 5 (per-metric ranking, marker area ~ log parameter count, colour = model family)."""
+Figure 5 (per-metric ranking, marker area ~ log parameter count, colour = model family); and the linear probes'
+per-finding comparison (AUPRC with seed spread, one bar per encoder, the prevalence line)."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
+
+import numpy as np
 
 from ..io import atomic_write_bytes
 from . import paper as pp
@@ -109,4 +112,55 @@ def ranking_plot(groups: list[dict], paper_rows: list[dict], path: str | Path) -
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=f) for f, c in FAMILY_COLOURS.items()]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle("Per-metric ranking (marker area ~ log parameter count; diamonds: size unknown)", fontsize=10)
+    return _save(fig, Path(path))
+
+
+def _probe_name(res: dict) -> str:
+    """A short bar label: the run folder's name without 'probe-', else the encoder spec's last path part."""
+    folder = Path(res.get("_path", "")).parent.name
+    if folder.startswith("probe-"):
+        return folder.removeprefix("probe-")
+    return Path(str(res["encoder"]).rstrip("/")).name or str(res["encoder"])
+
+
+def probe_comparison_chart(results: list[dict], path: str | Path, title: str = "") -> Path:
+    """One group per finding, one bar per encoder: test AUPRC (mean over seeds, whiskers = ± seed SD), the
+    finding's prevalence in the test split as a dashed line (the AUPRC of a random scorer), and the macro mean
+    over findings as the last group. `results`: probe results.json dicts (with `_path` for naming, optional)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(n for r in results for n in r["labels"]))
+    groups = labels + ["macro mean"]
+    k = max(len(results), 1)
+    width = 0.8 / k
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.75 * len(groups) * max(1, k / 3) + 2), 4.2))
+    colours = plt.get_cmap("tab10")
+    for i, res in enumerate(results):
+        means, stds, prev = [], [], []
+        for n in labels:
+            c = res["per_class"].get(n)
+            first = (res.get("per_seed") or [{}])[0].get("per_class", {}).get(n, {})
+            means.append(c["auprc_mean"] if c else np.nan)
+            stds.append(c["auprc_std"] if c else 0.0)
+            prev.append(first["n_pos"] / first["n"] if c and first.get("n") else np.nan)
+        a = res["aggregate"]
+        means.append(a["auprc_mean"])
+        stds.append(a["auprc_std"] or 0.0)
+        prev.append(np.nanmean(prev) if labels else np.nan)
+        x = np.arange(len(groups)) - 0.4 + width * (i + 0.5)
+        ax.bar(x, means, width * 0.92, yerr=stds, capsize=2, color=colours(i % 10), label=_probe_name(res),
+               error_kw={"elinewidth": 0.8})
+        ax.hlines(prev, x - width / 2, x + width / 2, colors="black", linestyles="--", linewidth=1.0,
+                  label="prevalence (random scorer)" if i == 0 else None)
+    ax.axvline(len(labels) - 0.5, color="grey", lw=0.6)
+    ax.set_xticks(np.arange(len(groups)))
+    ax.set_xticklabels(groups, rotation=35, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("test AUPRC (mean ± SD over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=min(k + 1, 4), loc="upper left", frameon=False)
+    ax.set_title(title or "Linear probe: AUPRC per finding, one bar per encoder", fontsize=10)
     return _save(fig, Path(path))
