@@ -99,6 +99,7 @@ def build_steps(cfg: QuickstartConfig) -> list[Step]:
               "--epochs", str(cfg.segment_epochs), "--seeds", str(cfg.segment_seeds), "--channels",
               str(cfg.segment_channels), *size,
               "--out", str(out / "segment-upernet-lungs")], out / "segment-upernet-lungs" / "results.json"),
+        *predict_steps(out, shards, [embedded.rg1_dicom(), real_png(out)]),
         Step("train-report", "Report generation: projector + tiny LM on phantom findings",
              ["train-report", str(shards), "--encoder", str(run), "--llm", "tiny", "--epochs",
               str(cfg.report_epochs), *(["--max-steps", str(cfg.report_max_steps)] if cfg.report_max_steps else []),
@@ -121,6 +122,30 @@ def build_steps(cfg: QuickstartConfig) -> list[Step]:
               "--out", str(out / "evaluate" / "table6")], out / "evaluate" / "table6" / "table.json"),
     ]
     return steps
+
+
+def real_png(out: Path) -> Path:
+    """A real chest PNG for `predict`: none ships with the installed packages, so it is made from the RG1 DICOM
+    (decoded as prepare-data decodes it, shorter side 1024, 16-bit) the first time it is needed."""
+    from radjepa_cli.data import embedded
+    from radjepa_cli.data.decode import decode_image
+    from radjepa_cli.data.shards import encode_png, resize_shorter
+    from radjepa_cli.io import atomic_write_bytes
+
+    png = out / "real" / "RG1_from_dicom.png"
+    if not png.is_file():
+        atomic_write_bytes(png, encode_png(resize_shorter(decode_image(embedded.rg1_dicom()), 1024), bits=16))
+    return png
+
+
+def predict_steps(out: Path, shards: Path, real: list[Path]) -> list[Step]:
+    """The saved probe and lung model applied with `radjepa predict` to the phantom test split (metrics equal to
+    the runs') and to the real images, in one command each."""
+    runs = {"probe": out / "probe-radjepa", "segment": out / "segment-upernet-lungs"}
+    return [Step(f"predict-{kind}", f"Apply the saved {kind} model to the test split and real images",
+                 ["predict", str(model), str(shards), *map(str, real), *(["--overlays"] if kind == "segment" else []),
+                  "--out", str(out / "predict" / kind)], out / "predict" / kind / "predict.json")
+            for kind, model in runs.items()]
 
 
 def _run_step(step: Step, log_dir: Path) -> int:

@@ -18,7 +18,8 @@ SECTIONS = (  # (title, folder glob, what the plots show)
                                 "below it, each encoder's precision–recall curves per finding"),
     ("Segmentation", "segment-*", "Dice overlays (prediction vs ground truth)"),
     ("Report generation", "report_model", "training / validation loss"),
-    ("Saved models applied", "predict/*/overlays", "`radjepa predict` with the saved UPerNet lung model on real images"),
+    ("Saved models applied", "predict/*/overlays",
+     "`radjepa predict`: the saved UPerNet lung model on phantom test images and the real RG1 DICOM / PNG"),
     ("Evaluation", "evaluate", "bootstrap medians with 95% CIs, paper tables"),
 )
 

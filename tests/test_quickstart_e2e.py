@@ -17,6 +17,12 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
         res = json.loads((out / f"probe-{enc}" / "results.json").read_text())
         assert 0.0 <= res["aggregate"]["auprc_mean"] <= 1.0
     assert json.loads((out / "segment-upernet-lungs" / "results.json").read_text())["task"] == "lungs"
+    for kind, run, key in (("probe", "probe-radjepa", "aggregate"), ("segment", "segment-upernet-lungs", "mean_dice")):
+        done = json.loads((out / "predict" / kind / "predict.json").read_text())
+        (metrics,) = done["metrics"]  # the phantom test split, scored again from the saved heads: equal numbers
+        assert metrics[key] == json.loads((out / run / "results.json").read_text())[key]
+        assert done["n_skipped"] == 0 and done["n_predicted"] == metrics["n"] + 2  # + RG1 DICOM and its PNG
+    assert len(list((out / "predict" / "segment" / "overlays").glob("RG1*.png"))) == 2
     rg1 = [json.loads(line) for line in (out / "reports" / "rg1.jsonl").read_text().splitlines()]
     assert len(rg1) == 1 and rg1[0]["generated"].strip()
     page = (out / "summary.html").read_text()

@@ -27,7 +27,7 @@ import torch
 from radjepa_cli.downstream.predict_inputs import classify_inputs, image_batches, mask_to_image_geometry, safe_name
 from radjepa_cli.io import atomic_write_bytes, write_json
 
-MAX_SHARD_OVERLAYS = 16  # overlays drawn per shard input (a test split can hold thousands of images)
+MAX_SHARD_OVERLAYS = 4  # overlays drawn per shard input (a test split can hold thousands of images)
 
 
 @dataclasses.dataclass

@@ -149,7 +149,8 @@ def probe_comparison_chart(results: list[dict], path: str | Path, title: str = "
         a = res["aggregate"]
         means.append(a["auprc_mean"])
         stds.append(a["auprc_std"] or 0.0)
-        prev.append(np.nanmean(prev) if labels else np.nan)
+        finite = [v for v in prev if np.isfinite(v)]
+        prev.append(float(np.mean(finite)) if finite else np.nan)  # a random scorer's macro AUPRC
         x = np.arange(len(groups)) - 0.4 + width * (i + 0.5)
         ax.bar(x, means, width * 0.92, yerr=stds, capsize=2, color=colours(i % 10), label=_probe_name(res),
                error_kw={"elinewidth": 0.8})
