@@ -10,7 +10,7 @@ import torch
 from _downstream_shards import write_phantom_shards
 from radjepa_cli.downstream.predict import PredictConfig, run_predict
 from radjepa_cli.downstream.probe import ProbeConfig, run_probe
-from radjepa_cli.downstream.saved import ModelDirError, build_head, load_model, save_head
+from radjepa_cli.downstream.saved import ModelDirError, load_model, save_head
 from radjepa_cli.downstream.segment import SegmentConfig, run_segment
 from radjepa_cli.models.zoo import EncoderMismatchError
 

@@ -27,5 +27,7 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     assert len(rg1) == 1 and rg1[0]["generated"].strip()
     page = (out / "summary.html").read_text()
     assert "probe macro-AUPRC" in page and ".png" in page
+    assert page.index("probe_auprc_comparison.png") < page.index("probe-pixels/pr_curves.png")
+    assert "predict/segment/overlays/RG1_UNCR.png" in page
     # A rerun finds every step done and redoes nothing.
     assert run_quickstart(cfg) == 0

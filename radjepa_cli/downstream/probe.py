@@ -23,7 +23,6 @@ import torch
 import torch.nn as nn
 
 from radjepa_cli.data.labels import labels_to_arrays, resolve_label_set
-from radjepa_cli.downstream.common import resolve_device  # noqa: F401 - its old home; callers import it from here
 from radjepa_cli.downstream.saved import save_head
 
 
