@@ -84,7 +84,7 @@ class _Run:
             return self.encoder(images).pooled.float().cpu().half().float()
         return [t.float().cpu().half() for t in self.encoder.intermediate(images, self.layers)]
 
-    def outputs(self, feats, seed: int, size: int) -> np.ndarray:
+    def outputs(self, feats, seed: int, size: int | None = None) -> np.ndarray:
         """probe: probabilities [N, L]; segment: logits [N, M, size, size]."""
         head = self.model.heads[seed]
         if self.model.task == "probe":
@@ -140,7 +140,7 @@ def _predict_shards(run: _Run, shards: Path, skipped: list[dict]) -> dict | None
                           use_cache=run.cfg.use_cache, batch_size=run.cfg.batch_size, progress=run.cfg.progress)
     sources = [f"{shards}#{k}" for k in fs.keys]
     if run.model.task == "probe":
-        probs = run.outputs(fs.pooled.float(), run.seed, spec.image_size)
+        probs = run.outputs(fs.pooled.float(), run.seed)
         _add_probe_rows(run, fs.keys, sources, probs, [m.get("labels") or {} for m in fs.meta])
         return _probe_metrics(run, shards, split, fs)
     feats = fs.layers(spec.layers)
@@ -166,7 +166,7 @@ def _probe_metrics(run: _Run, shards: Path, split, fs) -> dict | None:
     if not known.any():
         return None
     x = fs.pooled.float()
-    per_seed = [seed_metrics(s, run.outputs(x, s, 0), values.numpy(), known.numpy(), run.names)
+    per_seed = [seed_metrics(s, run.outputs(x, s), values.numpy(), known.numpy(), run.names)
                 for s in sorted(run.model.heads)]
     evaluated, per_class, aggregate = summarize_seeds(per_seed, run.names)
     used = next(p for p in per_seed if p["seed"] == run.seed)

@@ -4,7 +4,9 @@ A sigmoid linear classifier on the encoder's pooled embedding, binary cross-entr
 unknown labels masked out, AdamW (paper: lr 5e-5) with a cosine schedule, fitted on the `train` split (patient-level
 splits come from the shards) and scored on `test`: per-class AUPRC and AUROC, and the aggregate = mean AUPRC over the
 label set, each as mean ± std over seeds. Features are computed once and cached (models.features); with `augment`
-the paper's probe augmentations are applied and the training features recomputed every epoch.
+the paper's probe augmentations are applied and the training features recomputed every epoch. Every seed's head
+is saved (heads/seed-K.safetensors) with a model.json for `radjepa predict` (downstream/saved.py): the `val` split
+picks the best seed (macro-AUPRC) and each label's decision threshold (max F1); it never touches the test metrics.
 
 Features are standardised with the training set's mean/std before the linear layer (the MAE linear-probe
 protocol's affine-free BatchNorm): a fixed affine map, so the probe is still linear in the encoder's embedding,

@@ -6,7 +6,8 @@ the epoch with the lowest validation loss is kept (the paper's checkpoint select
 split; Dice per structure on `test`, as mean ± SD over seeds. Without `augment` the frozen block features are
 computed once (eval transform, deterministic) and cached; with `augment` the training images get the paper's
 augmentations (affine, elastic, brightness/contrast, gamma; flips only for ribs, with L/R channels swapped) and
-their features are recomputed every epoch.
+their features are recomputed every epoch. Every seed's decoder is saved with a model.json for `radjepa predict`
+(downstream/saved.py); the best seed is the one with the highest mean Dice on `val`.
 
 Dice of a structure = mean over test images whose ground truth contains it of 2|P∩G| / (|P| + |G|), P = sigmoid > 0.5
 (the one Dice, with its empty-mask rule, is metrics/dice.py).
