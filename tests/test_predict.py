@@ -218,3 +218,15 @@ def test_probe_comparison_chart_in_summary_and_table6(trained, tmp_path):
     res = CliRunner().invoke(app, ["evaluate", "table", "6", "--runs", str(tmp_path), "--out", str(tmp_path / "t6")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "t6" / "probe_auprc.png").stat().st_size > 20_000
+
+
+def test_absolute_spec_keeps_prefix_seed_and_non_paths(tmp_path, monkeypatch):
+    from radjepa_cli.models.zoo import absolute_spec
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    run = (tmp_path / "run").resolve()
+    assert absolute_spec("run") == str(run)
+    assert absolute_spec("random:run@3") == f"random:{run}@3"
+    assert absolute_spec("dinov2:run") == f"dinov2:{run}"
+    for spec in ("pixels:32", "random:vit_tiny@0:32/16", "rad-dino:microsoft/rad-dino"):
+        assert absolute_spec(spec) == spec

@@ -168,6 +168,8 @@ def load_referenced_encoder(ref: dict, *, where: str, override: str | None = Non
                 f"{enc.fingerprint[:16]}…, the model expects {want[:16]}… (its weights, preprocessing or pooling "
                 f"changed since training). Point --encoder at the original weights, or retrain the head.")
         return enc
+    if override:
+        raise FileNotFoundError(f"{where}: --encoder {override!r} cannot be loaded: {missing[0]}")
     raise FileNotFoundError(
         f"{where}: the encoder this model was trained on, {ref['spec']!r} (recorded as {tried[0]!r}), cannot be "
         f"loaded: {'; '.join(missing)}. If it moved, pass --encoder NEW_LOCATION (its checksum "
