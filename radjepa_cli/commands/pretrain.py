@@ -43,6 +43,8 @@ def register(app: typer.Typer) -> None:
         patch_size: int = typer.Option(None, "--patch-size", help="Patch size (default 14)."),
         pred_depth: int = typer.Option(None, "--pred-depth", help="Predictor depth (default per model)."),
         pred_dim: int = typer.Option(None, "--pred-dim", help="Predictor width (default 384)."),
+        init: str = typer.Option(None, "--init", help="official (default: what I-JEPA training applies) | "
+                                 "rescaled (departure: block output projections / sqrt(2·layer))."),
         min_keep: int = typer.Option(None, "--min-keep", help="Masks must keep more than this many patches "
                                                                "(default 10; lower it for small patch grids)."),
         variable_length: bool = typer.Option(None, "--variable-length/--truncate-masks",
@@ -89,7 +91,7 @@ def register(app: typer.Typer) -> None:
             grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps, clip_grad=clip_grad, ema_start=ema_start,
             loss=loss, reg_var=reg_var, reg_cov=reg_cov, image_size=image_size,
             crop_scale=_pair(crop_scale, "--crop-scale"), patch_size=patch_size, pred_depth=pred_depth,
-            pred_dim=pred_dim,
+            pred_dim=pred_dim, init=init,
             kernels=kernels, seed=seed, num_workers=num_workers, threads=threads, ckpt_every=ckpt_every,
             milestone_every=milestone_every, log_every=log_every, monitor_every=monitor_every, resume=resume,
             masks=masks or None)

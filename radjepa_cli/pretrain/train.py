@@ -40,6 +40,7 @@ class PretrainConfig:
     patch_size: int = 14
     pred_depth: int | None = None          # None: the preset's default (models/predictor.PREDICTOR_DEPTH)
     pred_dim: int = 384
+    init: str = "official"                 # official (I-JEPA training's) | rescaled (1/sqrt(2·layer) departure)
     loss: str = "l2"                       # l2 (RadJEPA paper) | smooth_l1 (I-JEPA code)
     reg_var: float = 0.0                   # VICReg variance term on pooled context embeddings (0: I-JEPA)
     reg_cov: float = 0.0                   # VICReg covariance term (0: I-JEPA)
@@ -173,8 +174,9 @@ def build_model(cfg: PretrainConfig):
     from radjepa_cli.pretrain.jepa import JEPA
 
     arch = {k: getattr(cfg, k) for k in ("depth", "embed_dim", "num_heads") if getattr(cfg, k) is not None}
-    enc = build_encoder(cfg.model, img_size=cfg.image_size, patch_size=cfg.patch_size, in_chans=1, **arch)
-    pred = build_predictor(enc, depth=cfg.pred_depth, dim=cfg.pred_dim, model=cfg.model)
+    enc = build_encoder(cfg.model, img_size=cfg.image_size, patch_size=cfg.patch_size, in_chans=1, init=cfg.init,
+                        **arch)
+    pred = build_predictor(enc, depth=cfg.pred_depth, dim=cfg.pred_dim, model=cfg.model, init=cfg.init)
     return JEPA(enc, pred, loss=cfg.loss, reg_var=cfg.reg_var, reg_cov=cfg.reg_cov)
 
 
