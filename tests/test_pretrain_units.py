@@ -24,7 +24,7 @@ def tiny_jepa(loss="l2", **reg):
 
 
 def masks_for(B, variable=False, seed=0):
-    col = MultiBlockMaskCollator(MaskConfig(min_keep=1, variable_length=variable), (4, 4), seed=seed)
+    col = MultiBlockMaskCollator(MaskConfig(min_keep=0, variable_length=variable), (4, 4), seed=seed)
     return col.sample_masks(B, 0)
 
 
