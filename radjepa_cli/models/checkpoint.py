@@ -202,30 +202,34 @@ def ijepa_official_state_dicts(path: str | Path) -> dict[str, dict[str, torch.Te
     """An official I-JEPA checkpoint (`module.`-prefixed encoder / predictor / target_encoder, stored sin-cos
     tables) as state dicts in our layout: load them into `build_encoder_from_config(infer_encoder_config(…))` and
     `Predictor(grid, embed_dim, predictor_dim, depth, num_heads)`."""
-    return _convert_official(load_state(path), path)[0]
+    return convert_official(load_state(path), path)[0]
 
 
-def _convert_official(obj: Any, path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+def convert_official(obj: Any, path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+    """(state dicts in our layout per part, {"epoch", "grid"}): `module.` stripped, sin-cos tables checked and
+    dropped. The grid is read off the stored `pos_embed` (square, as official I-JEPA's)."""
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected an I-JEPA checkpoint dict, got {type(obj).__name__}")
     parts = {k: strip_module_prefix(obj[k]) for k in ("encoder", "target_encoder", "predictor") if k in obj}
     if "encoder" not in parts and "target_encoder" not in parts:
         raise KeyError(f"{path}: not an I-JEPA checkpoint (no 'encoder' / 'target_encoder'; has {sorted(obj)[:8]})")
-    cfg = infer_encoder_config(parts.get("target_encoder", parts.get("encoder")))
-    grid = (cfg["img_size"] // cfg["patch_size"],) * 2
+    enc = parts.get("target_encoder", parts.get("encoder"))
+    side = int(round(enc["pos_embed"].shape[1] ** 0.5)) if "pos_embed" in enc else 16
     out = {}
     for name, sd in parts.items():
         key = "predictor_pos_embed" if name == "predictor" else "pos_embed"
-        out[name] = drop_fixed_positions(sd, grid, key, f"{path} [{name}]")
-    return out, {**cfg, "epoch": obj.get("epoch")}
+        out[name] = drop_fixed_positions(sd, (side, side), key, f"{path} [{name}]")
+    return out, {"epoch": obj.get("epoch"), "grid": (side, side)}
 
 
 def import_ijepa_official(path: str | Path, which: str = "target_encoder"
                           ) -> tuple[VisionTransformerEncoder, dict[str, Any]]:
     """An official I-JEPA checkpoint as our encoder (3 channels, ImageNet normalisation) and its info; all
     converted state dicts (encoder, target_encoder, predictor) are in `info["state_dicts"]`."""
-    sds, cfg = _convert_official(load_state(path), path)
+    obj = load_state(path)
+    sds, meta = convert_official(obj, path)
     if which not in sds:
         raise KeyError(f"{path}: no {which!r} part (has {sorted(sds)})")
+    cfg = {**infer_encoder_config(strip_module_prefix(obj[which])), "epoch": meta["epoch"]}
     enc = build_encoder_from_config(cfg, sds[which])
     return enc.eval(), {**cfg, "source": str(path), "which": which, "state_dicts": sds}
