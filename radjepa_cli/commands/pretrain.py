@@ -45,6 +45,9 @@ def register(app: typer.Typer) -> None:
         pred_dim: int = typer.Option(None, "--pred-dim", help="Predictor width (default 384)."),
         init: str = typer.Option(None, "--init", help="official (default: what I-JEPA training applies) | "
                                  "rescaled (departure: block output projections / sqrt(2·layer))."),
+        init_from: Path = typer.Option(None, "--init-from", help="Start from an official I-JEPA checkpoint "
+                                       "(.pth.tar: encoder, predictor, target encoder, AdamW state); the run's "
+                                       "model options must match it. RGB weights are folded for grey input."),
         min_keep: int = typer.Option(None, "--min-keep", help="Masks must keep more than this many patches "
                                                                "(default 10; lower it for small patch grids)."),
         variable_length: bool = typer.Option(None, "--variable-length/--truncate-masks",
@@ -91,7 +94,7 @@ def register(app: typer.Typer) -> None:
             grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps, clip_grad=clip_grad, ema_start=ema_start,
             loss=loss, reg_var=reg_var, reg_cov=reg_cov, image_size=image_size,
             crop_scale=_pair(crop_scale, "--crop-scale"), patch_size=patch_size, pred_depth=pred_depth,
-            pred_dim=pred_dim, init=init,
+            pred_dim=pred_dim, init=init, init_from=str(init_from) if init_from else None,
             kernels=kernels, seed=seed, num_workers=num_workers, threads=threads, ckpt_every=ckpt_every,
             milestone_every=milestone_every, log_every=log_every, monitor_every=monitor_every, resume=resume,
             masks=masks or None)

@@ -41,6 +41,7 @@ class PretrainConfig:
     pred_depth: int | None = None          # None: the preset's default (models/predictor.PREDICTOR_DEPTH)
     pred_dim: int = 384
     init: str = "official"                 # official (I-JEPA training's) | rescaled (1/sqrt(2·layer) departure)
+    init_from: str = ""                    # official I-JEPA .pth.tar to start from (weights + AdamW state)
     loss: str = "l2"                       # l2 (RadJEPA paper) | smooth_l1 (I-JEPA code)
     reg_var: float = 0.0                   # VICReg variance term on pooled context embeddings (0: I-JEPA)
     reg_cov: float = 0.0                   # VICReg covariance term (0: I-JEPA)
@@ -232,6 +233,8 @@ def train(cfg: PretrainConfig, dist: DistInfo | None = None,
                                   f"it or choose another --out")
         ckpt = run_state.load_checkpoint(run_state.latest_path(run))
         run_state.restore(model, opt, ckpt)
+    elif cfg.init_from:                          # a fresh run from an official I-JEPA checkpoint
+        run_state.init_from_official(model, opt, cfg.init_from)
     if is_main:
         run.mkdir(parents=True, exist_ok=True)
         for stale in run_state.ckpt_dir(run).glob(".*.tmp"):   # left by a kill during a save
