@@ -122,12 +122,15 @@ def register(app: typer.Typer) -> None:
     @app.command("export", help=(
         "Export a run's target encoder (the one to evaluate, as I-JEPA) for other tools: safetensors "
         "(model.safetensors + encoder_config.json), hf (a transformers IJepaModel folder) or timm (a state dict "
-        "for timm's VisionTransformer). RUN may be a run folder or a checkpoint file."))
+        "for timm's VisionTransformer); hf and timm take RGB by default. Each folder's README.md says how to feed "
+        "it images, 16-bit PNGs included. RUN may be a run folder or a checkpoint file."))
     def export_cmd(
         run: Path = typer.Argument(..., help="Run folder (uses checkpoints/latest.pt) or a checkpoint .pt."),
         out: Path = typer.Option(..., "--out", help="Output folder."),
         fmt: str = typer.Option("safetensors", "--format", help="safetensors | hf | timm."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+        channels: int = typer.Option(None, "--channels", help="Input channels: 3 (default for hf/timm: grey "
+                                     "replicated to RGB gives our features exactly) or 1 (native; safetensors)."),
     ):
         from rich.console import Console
 
@@ -135,7 +138,7 @@ def register(app: typer.Typer) -> None:
 
         console = Console(stderr=True)
         try:
-            info = export(run, out, fmt, overwrite=overwrite)
+            info = export(run, out, fmt, overwrite=overwrite, channels=channels)
         except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as e:
             console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None

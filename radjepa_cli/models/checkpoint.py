@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from radjepa_cli.models.layouts import from_hf_state_dict
 from radjepa_cli.models.vit import (DEFAULT_MEAN, DEFAULT_STD, ENCODER_PRESETS, VisionTransformerEncoder,
                                     build_encoder, sincos_pos_embed)
 
@@ -138,10 +139,9 @@ def drop_fixed_positions(sd: dict[str, torch.Tensor], grid: tuple[int, int], key
 
 def to_our_state_dict(sd: dict[str, torch.Tensor], cfg: dict[str, Any], where: str) -> dict[str, torch.Tensor]:
     """Any supported encoder layout → our keys: ours, DDP-prefixed, official I-JEPA, our timm or HF exports."""
-    from radjepa_cli.models import export  # the format converters live with the writers
     sd = strip_module_prefix(sd)
     if any(k.startswith(("embeddings.", "layers.", "encoder.layer.")) for k in sd):
-        sd = export.from_hf_state_dict(sd)
+        sd = from_hf_state_dict(sd)
     grid = (cfg["img_size"] // cfg["patch_size"],) * 2
     return drop_fixed_positions(sd, grid, "pos_embed", where)
 
