@@ -94,6 +94,8 @@ class PretrainConfig:
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {tuple(self.crop_scale)}")
         if self.reg_var < 0 or self.reg_cov < 0:
             raise ValueError(f"reg_var and reg_cov must be >= 0, got {self.reg_var} and {self.reg_cov}")
+        if self.init not in ("official", "rescaled"):   # models/vit.INIT_SCHEMES
+            raise ValueError(f"init must be official or rescaled, not {self.init!r}")
         if self.kernels not in ("auto", "triton", "eager"):
             raise ValueError(f"kernels must be auto, triton or eager, not {self.kernels!r}")
 
