@@ -136,7 +136,10 @@ def load_official_training_state(model, opt: torch.optim.Optimizer | None, path:
     for part in PARTS:
         getattr(model, part).load_state_dict(sds[part], strict=True)
     out = {"source": str(path), "epoch": info.get("epoch"), "optimizer": "not loaded", "fresh_moments": []}
-    if opt is not None:
+    if opt is not None and not info["raw"].get("opt"):
+        out["optimizer"] = "not in the checkpoint: fresh AdamW state"
+        log.warning(f"{path}: no optimizer state ('opt'); AdamW starts fresh")
+    elif opt is not None:
         names = {id(p): n for n, p in named_params}
         sd, fresh = convert_optimizer_state(info["raw"], opt, names, path)
         opt.load_state_dict(sd)
