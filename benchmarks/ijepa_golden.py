@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import copy
 import json
-import math
 import sys
 import tempfile
 from collections import Counter
