@@ -75,6 +75,7 @@ def register(app: typer.Typer) -> None:
                                                                    "checkpoint up to this many times."),
     ):
         from rich.console import Console
+        from rich.markup import escape  # messages hold [part] labels, not markup
 
         from radjepa_cli.pretrain.launch import LaunchOptions, WorkerFailedError, run_pretrain
         from radjepa_cli.pretrain.monitors import NonFiniteLossError
@@ -106,7 +107,7 @@ def register(app: typer.Typer) -> None:
         except (ValueError, FileNotFoundError, FileExistsError, KeyError, TypeError, RuntimeError) as e:
             # NonFiniteLossError and WorkerFailedError are RuntimeErrors with a complete message.
             label = "stopped" if isinstance(e, (NonFiniteLossError, WorkerFailedError)) else "error"
-            console.print(f"[red]{label}:[/] {e}", highlight=False, soft_wrap=True)
+            console.print(f"[red]{label}:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         if summary is None:
             console.print(f"this node's processes finished; rank 0 writes {out}/COMPLETE")
@@ -133,6 +134,7 @@ def register(app: typer.Typer) -> None:
                                      "replicated to RGB gives our features exactly) or 1 (native; safetensors)."),
     ):
         from rich.console import Console
+        from rich.markup import escape  # messages hold [part] labels, not markup
 
         from radjepa_cli.models.export import export
 
@@ -140,7 +142,7 @@ def register(app: typer.Typer) -> None:
         try:
             info = export(run, out, fmt, overwrite=overwrite, channels=channels)
         except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as e:
-            console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+            console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         console.print(f"[green]exported[/] the {info.get('which') or 'target_encoder'} (step {info.get('step')}) as "
                       f"{fmt} → {out} (max feature difference vs ours {info['max_abs_diff_vs_ours']:.1e})",
