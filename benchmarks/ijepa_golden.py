@@ -12,7 +12,7 @@ beyond torch/numpy/pyyaml is replaced from outside (single process instead of SL
 instead of ImageNet, CPU instead of CUDA timers). It runs on CPU in fp64 and writes:
 
   train_nenc{1,2}.safetensors/.json  `src.train.main` itself for 3 optimizer steps (1 epoch of 3 batches) on a tiny
-        config: 2-block ViT (width 16, 2 heads), 112 px / patch 14, predictor depth 2 (width 8), batch 4, 4 targets,
+        config: 2-block ViT (width 12, 2 heads), 112 px / patch 14, predictor depth 2 (width 8), batch 4, 4 targets,
         one or two context blocks, smooth-L1, official init, MaskCollator, AdamW param groups, schedulers and EMA.
         Stored: the initial weights, the images (uint8, normalised as (u/255 − 0.5)/0.25 in fp64), the masks, and
         per step the loss, every gradient, the parameters after the update and the target encoder after the EMA.
@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-GRID_PX, PATCH, WIDTH, HEADS, PRED_WIDTH, DEPTH, BATCH, STEPS = 112, 14, 16, 2, 8, 2, 4, 3
+GRID_PX, PATCH, WIDTH, HEADS, PRED_WIDTH, DEPTH, BATCH, STEPS = 112, 14, 12, 2, 8, 2, 4, 3
 
 
 class _SingleProcessDDP(nn.Module):

@@ -105,7 +105,7 @@ def test_mismatched_parts_are_named():
     with pytest.raises(ValueError, match=r"\[predictor\].*1 blocks.*--pred-depth"):
         run_state.init_from_official(model, opt, CKPT)
     model, opt = _model_and_opt(depth=3)
-    with pytest.raises(ValueError, match=r"\[encoder\].*2 blocks of width 16 in the checkpoint, 3 blocks"):
+    with pytest.raises(ValueError, match=r"\[encoder\].*2 blocks of width 12 in the checkpoint, 3 blocks"):
         run_state.init_from_official(model, opt, CKPT)
 
 
