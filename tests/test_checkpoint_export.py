@@ -3,6 +3,7 @@ import argparse
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,32 +127,78 @@ def test_export_round_trip_same_features(fmt, run_dir, tmp_path, x):
     out = tmp_path / fmt
     info = export_mod.export(run, out, fmt)
     assert info["max_abs_diff_vs_ours"] < 1e-4 and info["step"] == 7
-    assert {"encoder_config.json", "export_info.json", "model.safetensors"} <= set(os.listdir(out))
+    assert {"encoder_config.json", "export_info.json", "model.safetensors", "README.md"} <= set(os.listdir(out))
+    channels = 1 if fmt == "safetensors" else 3          # hf / timm default to RGB, as their ecosystems expect
+    assert info["channels"] == channels
+    x_in = x.expand(-1, channels, -1, -1)                  # grey replicated: must give our grey features exactly
     want = _feats(target, x)
     back, _ = load_encoder_checkpoint(out)  # every export dir reads back into our encoder
-    assert (_feats(back, x) - want).abs().max() < 1e-4
+    assert (_feats(back, x_in) - want).abs().max() < 1e-4
     if fmt == "hf":
         from transformers import IJepaModel
         model = IJepaModel.from_pretrained(out, local_files_only=True).eval()
-        assert model.config.layer_norm_eps == 1e-6 and model.config.num_channels == 1
+        assert model.config.layer_norm_eps == 1e-6 and model.config.num_channels == 3
         assert model.config.image_size == IMG and model.config.patch_size == 14
         with torch.no_grad():
-            got = model(pixel_values=x).last_hidden_state
+            got = model(pixel_values=x_in).last_hidden_state
         pre = json.loads((out / "preprocessor_config.json").read_text())
-        assert pre["image_mean"] == [0.5] and pre["image_std"] == [0.25]
+        assert pre["image_mean"] == [0.5] * 3 and pre["image_std"] == [0.25] * 3
     elif fmt == "timm":
         import timm
         model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
         with torch.no_grad():
-            got = model.forward_features(x)
-            assert (model(x) - target(x)).abs().max() < 1e-4  # pooled features too
-        manual = export_mod.build_timm_model(encoder_config(target)).eval()
+            got = model.forward_features(x_in)
+            assert (model(x_in) - target(x)).abs().max() < 1e-4  # pooled features too
+        manual = export_mod.build_timm_model(json.loads((out / "encoder_config.json").read_text())).eval()
         from safetensors.torch import load_file
         manual.load_state_dict(load_file(str(out / "model.safetensors")), strict=True)
-        assert (_feats(manual, x) - want).abs().max() < 1e-4
+        assert (_feats(manual, x_in) - want).abs().max() < 1e-4
     else:
         got = _feats(back, x)
     assert (got - want).abs().max() < 1e-4
+
+
+def test_native_one_channel_hf_export(run_dir, tmp_path, x):
+    run, target, _ = run_dir
+    export_mod.export(run, tmp_path / "hf1", "hf", channels=1)
+    from transformers import IJepaModel
+    model = IJepaModel.from_pretrained(tmp_path / "hf1", local_files_only=True).eval()
+    assert model.config.num_channels == 1
+    with torch.no_grad():
+        assert (model(pixel_values=x).last_hidden_state - _feats(target, x)).abs().max() < 1e-4
+
+
+def test_hf_processor_path_for_8_and_16_bit_pngs(run_dir, tmp_path):
+    """The model card's recipes: `.convert("RGB")` + processor for 8-bit PNGs; for 16-bit PNGs, scale by 65535 and
+    `do_rescale=False`. Both give our encoder's features of the same [0, 1] image (no resize: exact up to fp32)."""
+    from PIL import Image
+    from transformers import AutoImageProcessor, IJepaModel
+    run, target, _ = run_dir
+    out = tmp_path / "hf"
+    export_mod.export(run, out, "hf")
+    card = (out / "README.md").read_text()
+    assert "do_rescale=False" in card and "65535" in card
+    proc = AutoImageProcessor.from_pretrained(out)
+    model = IJepaModel.from_pretrained(out, local_files_only=True).eval()
+    rng = np.random.default_rng(0)
+    u16 = (rng.random((IMG, IMG)) * 65535).astype(np.uint16)
+    Image.fromarray(u16).save(tmp_path / "x16.png")
+    img = np.asarray(Image.open(tmp_path / "x16.png"))
+    assert img.dtype == np.uint16
+    x01 = img.astype(np.float32) / 65535.0
+    inputs = proc(images=np.repeat(x01[..., None], 3, -1), do_rescale=False, return_tensors="pt")
+    ours = (torch.from_numpy(x01)[None, None] - 0.5) / 0.25
+    with torch.no_grad():
+        want = _feats(target, ours)
+        assert (model(**inputs).last_hidden_state - want).abs().max() < 1e-4
+        naive = proc(images=np.repeat(img[..., None].astype(np.float32), 3, -1), return_tensors="pt")  # 1/255
+        assert (model(**naive).last_hidden_state - want).abs().max() > 1.0     # why the card warns
+    u8 = (rng.random((IMG, IMG)) * 255).astype(np.uint8)
+    Image.fromarray(u8).save(tmp_path / "x8.png")
+    inputs = proc(images=Image.open(tmp_path / "x8.png").convert("RGB"), return_tensors="pt")
+    with torch.no_grad():
+        want = _feats(target, (torch.from_numpy(u8.astype(np.float32) / 255)[None, None] - 0.5) / 0.25)
+        assert (model(**inputs).last_hidden_state - want).abs().max() < 1e-4
 
 
 def test_export_is_atomic(run_dir, tmp_path, monkeypatch):

@@ -102,6 +102,53 @@ def test_min_keep_and_relaxation():
         MultiBlockMaskCollator(MaskConfig(), grid=(4, 4))
 
 
+def test_relaxations_are_counted_and_logged(caplog):
+    cfg = MaskConfig(n_targets=6, target_scale=(0.2, 0.25), context_scale=(0.3, 0.3), variable_length=True)
+    c = MultiBlockMaskCollator(cfg, grid=(G, G))
+    with caplog.at_level("WARNING", logger=masks_mod.__name__):
+        for i in range(40):
+            c.sample_masks(8, i)
+    assert c.relaxations > 0
+    logged = [r.getMessage() for r in caplog.records if "relaxation" in r.getMessage()]
+    assert logged and "batch" in logged[0] and f"{c.relaxations} so far" in logged[-1]
+
+
+def test_repair_loop_is_bounded():
+    c = MultiBlockMaskCollator(MaskConfig(), grid=(G, G))
+    c.cfg.min_keep = G * G   # impossible after construction: the loop must stop with an error, not spin
+    with pytest.raises(RuntimeError, match="min_keep=256"):
+        c.sample_masks(2, 0)
+
+
+@pytest.mark.parametrize("independent", [False, True])
+@pytest.mark.parametrize("grid", [15, 16, 24])
+def test_reachable_sizes_are_exactly_the_drawable_ones(grid, independent):
+    c = MultiBlockMaskCollator(MaskConfig(independent_scale_aspect=independent), grid=(grid, grid))
+    found = c.reachable_sizes((0.15, 0.2), (0.75, 1.5))
+    r = np.random.default_rng(0).random((200_000, 2))
+    ra = r[:, 1] if independent else r[:, 0]
+    drawn = {c._size_for(0.15 + a * 0.05, 0.75 + b * 0.75) for a, b in zip(r[:, 0], ra)}
+    assert drawn == found
+
+
+def test_feasibility_sweeps_the_draw_curve_not_the_corners():
+    # 15x15, default targets: 35 patches at every (scale, aspect) corner but 30 in between (STYLE §4.1).
+    corners = [MultiBlockMaskCollator(MaskConfig(), grid=(15, 15))._size_for(s, a)
+               for s in (0.15, 0.2) for a in (0.75, 1.5)]
+    assert min(h * w for h, w in corners) == 35
+    with pytest.raises(ValueError, match="= 30 patches"):
+        MultiBlockMaskCollator(MaskConfig(min_keep=30), grid=(15, 15))
+    MultiBlockMaskCollator(MaskConfig(min_keep=29), grid=(15, 15))
+    # Coupled draws never reach the (small scale, extreme aspect) corner, so I-JEPA accepts this configuration.
+    cfg = dict(target_scale=(0.2, 0.5), target_aspect=(1.0, 8.0), min_keep=8)
+    c = MultiBlockMaskCollator(MaskConfig(**cfg), grid=(8, 8))
+    h, w = c._size_for(0.2, 8.0)
+    assert h * w <= 8                                        # the unreachable corner would have been refused
+    assert all(h * w > 8 for h, w in c.reachable_sizes((0.2, 0.5), (1.0, 8.0)))
+    with pytest.raises(ValueError, match="min_keep=8"):      # independent draws do reach it
+        MultiBlockMaskCollator(MaskConfig(**cfg, independent_scale_aspect=True), grid=(8, 8))
+
+
 def test_truncation_vs_variable_length():
     (enc_t, pred_t), = _draw(n_batches=1, B=16, seed=3)
     (enc_v, pred_v), = _draw(n_batches=1, B=16, seed=3, variable_length=True)

@@ -14,7 +14,7 @@ from pretrain_helpers import make_tiny_shards
 from radjepa_cli.pretrain import run_state
 
 TINY = ["--model", "vit_tiny", "--image-size", "16", "--patch-size", "4", "--pred-depth", "1", "--pred-dim", "96",
-        "--min-keep", "1", "--batch-size", "8", "--num-workers", "0", "--threads", "1", "--log-every", "1"]
+        "--min-keep", "0", "--batch-size", "8", "--num-workers", "0", "--threads", "1", "--log-every", "1"]
 
 
 def radjepa(*args: str, **kw) -> list[str]:

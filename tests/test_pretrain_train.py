@@ -23,7 +23,7 @@ def cfg_for(shards, out, **kw):
     # 16 px / patch 4 = 16 tokens, 1 thread: a few hundred ms per step even on a busy machine
     base = dict(shards=str(shards), out=str(out), model="vit_tiny", image_size=16, patch_size=4, pred_depth=1,
                 pred_dim=96, steps=8, batch_size=8, num_workers=0, log_every=2, monitor_every=4, ckpt_every=4,
-                seed=3, masks=MaskConfig(min_keep=1), tensorboard=False, threads=1)
+                seed=3, masks=MaskConfig(min_keep=0), tensorboard=False, threads=1)
     base.update(kw)
     return PretrainConfig(**base)
 

@@ -24,20 +24,23 @@ def tiny_jepa(loss="l2", **reg):
 
 
 def masks_for(B, variable=False, seed=0):
-    col = MultiBlockMaskCollator(MaskConfig(min_keep=1, variable_length=variable), (4, 4), seed=seed)
+    col = MultiBlockMaskCollator(MaskConfig(min_keep=0, variable_length=variable), (4, 4), seed=seed)
     return col.sample_masks(B, 0)
 
 
 # ---------------------------------------------------------------------------------------------- schedules
 def test_schedules_follow_ijepa_recipe():
     s = Schedules(total_steps=100, warmup_steps=10)
-    assert s.lr_at(0) == pytest.approx(2e-4) and s.lr_at(10) == pytest.approx(1e-3)
-    assert s.lr_at(5) == pytest.approx(6e-4)                       # linear warmup
-    assert s.lr_at(100) == pytest.approx(1e-6) and s.lr_at(55) == pytest.approx((1e-3 + 1e-6) / 2)
-    assert s.wd_at(0) == pytest.approx(0.04) and s.wd_at(100) == pytest.approx(0.4)
+    # Official indexing: the scheduler steps before each update, so the first update already warms up one step.
+    assert s.lr_at(0) == pytest.approx(2e-4 + 0.1 * 8e-4) and s.lr_at(9) == pytest.approx(1e-3)
+    assert s.lr_at(4) == pytest.approx(6e-4)                       # linear warmup (update 5 of 10)
+    assert s.lr_at(99) == pytest.approx(1e-6) and s.lr_at(54) == pytest.approx((1e-3 + 1e-6) / 2)
+    assert s.wd_at(0) == pytest.approx(0.4 + 0.5 * (0.04 - 0.4) * (1 + math.cos(math.pi / 100)))
+    assert s.wd_at(49) == pytest.approx(0.22) and s.wd_at(99) == pytest.approx(0.4)
+    # Momentum is read after the update, from 0: the first EMA uses ema_start.
     assert s.momentum_at(0) == pytest.approx(0.996) and s.momentum_at(50) == pytest.approx(0.998)
     assert s.momentum_at(100) == pytest.approx(1.0)
-    lrs = [s.lr_at(i) for i in range(10, 101)]
+    lrs = [s.lr_at(i) for i in range(9, 100)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))               # monotone cosine decay
     with pytest.raises(ValueError):
         Schedules(total_steps=10, warmup_steps=11)

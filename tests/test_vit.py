@@ -124,8 +124,14 @@ def test_ijepa_init():
     enc = build_encoder("vit_tiny", img_size=56, depth=4)
     assert enc.blocks[0].attn.qkv.weight.std().item() == pytest.approx(0.02, rel=0.05)
     assert torch.count_nonzero(enc.blocks[0].attn.qkv.bias) == 0
-    for layer, blk in enumerate(enc.blocks, start=1):
+    # Official training re-draws every Linear after construction: no 1/sqrt(2·layer) rescale by default.
+    for blk in enc.blocks:
+        assert blk.attn.proj.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    rescaled = build_encoder("vit_tiny", img_size=56, depth=4, init="rescaled")   # the named departure
+    for layer, blk in enumerate(rescaled.blocks, start=1):
         assert blk.attn.proj.weight.std().item() == pytest.approx(0.02 / math.sqrt(2 * layer), rel=0.1)
+    with pytest.raises(ValueError, match="init must be"):
+        build_encoder("vit_tiny", img_size=56, depth=1, init="xavier")
     assert enc.preset == "vit_tiny" and enc.num_heads == 3
     with pytest.raises(ValueError, match="unknown model"):
         build_encoder("vit_gigantic")

@@ -43,6 +43,11 @@ def register(app: typer.Typer) -> None:
         patch_size: int = typer.Option(None, "--patch-size", help="Patch size (default 14)."),
         pred_depth: int = typer.Option(None, "--pred-depth", help="Predictor depth (default per model)."),
         pred_dim: int = typer.Option(None, "--pred-dim", help="Predictor width (default 384)."),
+        init: str = typer.Option(None, "--init", help="official (default: what I-JEPA training applies) | "
+                                 "rescaled (departure: block output projections / sqrt(2·layer))."),
+        init_from: Path = typer.Option(None, "--init-from", help="Start from an official I-JEPA checkpoint "
+                                       "(.pth.tar: encoder, predictor, target encoder, AdamW state); the run's "
+                                       "model options must match it. RGB weights are folded for grey input."),
         min_keep: int = typer.Option(None, "--min-keep", help="Masks must keep more than this many patches "
                                                                "(default 10; lower it for small patch grids)."),
         variable_length: bool = typer.Option(None, "--variable-length/--truncate-masks",
@@ -70,6 +75,7 @@ def register(app: typer.Typer) -> None:
                                                                    "checkpoint up to this many times."),
     ):
         from rich.console import Console
+        from rich.markup import escape  # messages hold [part] labels, not markup
 
         from radjepa_cli.pretrain.launch import LaunchOptions, WorkerFailedError, run_pretrain
         from radjepa_cli.pretrain.monitors import NonFiniteLossError
@@ -89,7 +95,7 @@ def register(app: typer.Typer) -> None:
             grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps, clip_grad=clip_grad, ema_start=ema_start,
             loss=loss, reg_var=reg_var, reg_cov=reg_cov, image_size=image_size,
             crop_scale=_pair(crop_scale, "--crop-scale"), patch_size=patch_size, pred_depth=pred_depth,
-            pred_dim=pred_dim,
+            pred_dim=pred_dim, init=init, init_from=str(init_from) if init_from else None,
             kernels=kernels, seed=seed, num_workers=num_workers, threads=threads, ckpt_every=ckpt_every,
             milestone_every=milestone_every, log_every=log_every, monitor_every=monitor_every, resume=resume,
             masks=masks or None)
@@ -101,7 +107,7 @@ def register(app: typer.Typer) -> None:
         except (ValueError, FileNotFoundError, FileExistsError, KeyError, TypeError, RuntimeError) as e:
             # NonFiniteLossError and WorkerFailedError are RuntimeErrors with a complete message.
             label = "stopped" if isinstance(e, (NonFiniteLossError, WorkerFailedError)) else "error"
-            console.print(f"[red]{label}:[/] {e}", highlight=False, soft_wrap=True)
+            console.print(f"[red]{label}:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         if summary is None:
             console.print(f"this node's processes finished; rank 0 writes {out}/COMPLETE")
@@ -117,22 +123,26 @@ def register(app: typer.Typer) -> None:
     @app.command("export", help=(
         "Export a run's target encoder (the one to evaluate, as I-JEPA) for other tools: safetensors "
         "(model.safetensors + encoder_config.json), hf (a transformers IJepaModel folder) or timm (a state dict "
-        "for timm's VisionTransformer). RUN may be a run folder or a checkpoint file."))
+        "for timm's VisionTransformer); hf and timm take RGB by default. Each folder's README.md says how to feed "
+        "it images, 16-bit PNGs included. RUN may be a run folder or a checkpoint file."))
     def export_cmd(
         run: Path = typer.Argument(..., help="Run folder (uses checkpoints/latest.pt) or a checkpoint .pt."),
         out: Path = typer.Option(..., "--out", help="Output folder."),
         fmt: str = typer.Option("safetensors", "--format", help="safetensors | hf | timm."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+        channels: int = typer.Option(None, "--channels", help="Input channels: 3 (default for hf/timm: grey "
+                                     "replicated to RGB gives our features exactly) or 1 (native; safetensors)."),
     ):
         from rich.console import Console
+        from rich.markup import escape  # messages hold [part] labels, not markup
 
         from radjepa_cli.models.export import export
 
         console = Console(stderr=True)
         try:
-            info = export(run, out, fmt, overwrite=overwrite)
+            info = export(run, out, fmt, overwrite=overwrite, channels=channels)
         except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as e:
-            console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+            console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         console.print(f"[green]exported[/] the {info.get('which') or 'target_encoder'} (step {info.get('step')}) as "
                       f"{fmt} → {out} (max feature difference vs ours {info['max_abs_diff_vs_ours']:.1e})",

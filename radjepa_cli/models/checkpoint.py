@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from radjepa_cli.models.layouts import from_hf_state_dict
 from radjepa_cli.models.vit import (DEFAULT_MEAN, DEFAULT_STD, ENCODER_PRESETS, VisionTransformerEncoder,
                                     build_encoder, sincos_pos_embed)
 
@@ -138,10 +139,9 @@ def drop_fixed_positions(sd: dict[str, torch.Tensor], grid: tuple[int, int], key
 
 def to_our_state_dict(sd: dict[str, torch.Tensor], cfg: dict[str, Any], where: str) -> dict[str, torch.Tensor]:
     """Any supported encoder layout → our keys: ours, DDP-prefixed, official I-JEPA, our timm or HF exports."""
-    from radjepa_cli.models import export  # the format converters live with the writers
     sd = strip_module_prefix(sd)
     if any(k.startswith(("embeddings.", "layers.", "encoder.layer.")) for k in sd):
-        sd = export.from_hf_state_dict(sd)
+        sd = from_hf_state_dict(sd)
     grid = (cfg["img_size"] // cfg["patch_size"],) * 2
     return drop_fixed_positions(sd, grid, "pos_embed", where)
 
@@ -202,30 +202,34 @@ def ijepa_official_state_dicts(path: str | Path) -> dict[str, dict[str, torch.Te
     """An official I-JEPA checkpoint (`module.`-prefixed encoder / predictor / target_encoder, stored sin-cos
     tables) as state dicts in our layout: load them into `build_encoder_from_config(infer_encoder_config(…))` and
     `Predictor(grid, embed_dim, predictor_dim, depth, num_heads)`."""
-    return _convert_official(load_state(path), path)[0]
+    return convert_official(load_state(path), path)[0]
 
 
-def _convert_official(obj: Any, path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+def convert_official(obj: Any, path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+    """(state dicts in our layout per part, {"epoch", "grid"}): `module.` stripped, sin-cos tables checked and
+    dropped. The grid is read off the stored `pos_embed` (square, as official I-JEPA's)."""
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected an I-JEPA checkpoint dict, got {type(obj).__name__}")
     parts = {k: strip_module_prefix(obj[k]) for k in ("encoder", "target_encoder", "predictor") if k in obj}
     if "encoder" not in parts and "target_encoder" not in parts:
         raise KeyError(f"{path}: not an I-JEPA checkpoint (no 'encoder' / 'target_encoder'; has {sorted(obj)[:8]})")
-    cfg = infer_encoder_config(parts.get("target_encoder", parts.get("encoder")))
-    grid = (cfg["img_size"] // cfg["patch_size"],) * 2
+    enc = parts.get("target_encoder", parts.get("encoder"))
+    side = int(round(enc["pos_embed"].shape[1] ** 0.5)) if "pos_embed" in enc else 16
     out = {}
     for name, sd in parts.items():
         key = "predictor_pos_embed" if name == "predictor" else "pos_embed"
-        out[name] = drop_fixed_positions(sd, grid, key, f"{path} [{name}]")
-    return out, {**cfg, "epoch": obj.get("epoch")}
+        out[name] = drop_fixed_positions(sd, (side, side), key, f"{path} [{name}]")
+    return out, {"epoch": obj.get("epoch"), "grid": (side, side)}
 
 
 def import_ijepa_official(path: str | Path, which: str = "target_encoder"
                           ) -> tuple[VisionTransformerEncoder, dict[str, Any]]:
     """An official I-JEPA checkpoint as our encoder (3 channels, ImageNet normalisation) and its info; all
     converted state dicts (encoder, target_encoder, predictor) are in `info["state_dicts"]`."""
-    sds, cfg = _convert_official(load_state(path), path)
+    obj = load_state(path)
+    sds, meta = convert_official(obj, path)
     if which not in sds:
         raise KeyError(f"{path}: no {which!r} part (has {sorted(sds)})")
+    cfg = {**infer_encoder_config(strip_module_prefix(obj[which])), "epoch": meta["epoch"]}
     enc = build_encoder_from_config(cfg, sds[which])
     return enc.eval(), {**cfg, "source": str(path), "which": which, "state_dicts": sds}

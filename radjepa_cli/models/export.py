@@ -8,6 +8,12 @@
   timm         config.json (timm hub format) + model.safetensors: `timm.create_model("local-dir:DIR",
                pretrained=True)`, or `VisionTransformer(**timm_model_args(cfg))` + load_state_dict.
 
+hf and timm are 3-channel by default, as other checkpoints in those ecosystems (RAD-DINO, I-JEPA's ImageNet
+models) are, so `Image.open(f).convert("RGB")` + the image processor works: the grey patch embedding is divided
+across R, G and B (every channel normalised with our mean/std), so a grey image replicated to RGB gives exactly our
+features. `channels=1` keeps the native 1-channel layout; safetensors stays native by default. Each dir has a
+README.md saying how to feed images, 16-bit PNGs included (the processor's 1/255 rescale is for 8-bit pixels).
+
 Every export dir also holds encoder_config.json and export_info.json (source, step, max feature difference to
 our encoder measured at export time); `load_encoder_checkpoint(DIR)` reads any of them back. The dir is built
 under a temporary name and renamed into place, so a partial export never looks complete.
@@ -24,19 +30,15 @@ from typing import Any
 import torch
 
 from radjepa_cli.io import write_json
-from radjepa_cli.models.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, encoder_config, load_encoder_checkpoint,
-                                           load_without_init)
+from radjepa_cli.models.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, build_encoder_from_config, encoder_config,
+                                           load_encoder_checkpoint, load_without_init)
+from radjepa_cli.models.layouts import from_hf_state_dict, replicate_grey_patch_embed, to_hf_state_dict  # noqa: F401
 from radjepa_cli.models.vit import VisionTransformerEncoder, sincos_pos_embed
 
 FORMATS = ("safetensors", "hf", "timm")
 _TIMM_ARCH = {"vit_tiny": "vit_tiny_patch16_224", "vit_small": "vit_small_patch16_224",
               "vit_base": "vit_base_patch16_224", "vit_large": "vit_large_patch16_224",
               "vit_huge": "vit_huge_patch14_224"}
-# Our block keys ↔ IJepaModel's (transformers 5.x names; checked by a strict load at export time).
-_HF_BLOCK = {"norm1": "layernorm_before", "norm2": "layernorm_after", "attn.proj": "attention.o_proj",
-             "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
-
-
 # ---------------------------------------------------------------------------------------------- Hugging Face
 def hf_config(cfg: dict[str, Any]):
     from transformers import IJepaConfig
@@ -44,54 +46,6 @@ def hf_config(cfg: dict[str, Any]):
                        num_attention_heads=cfg["num_heads"], intermediate_size=int(cfg["embed_dim"] * cfg["mlp_ratio"]),
                        hidden_act="gelu", layer_norm_eps=1e-6, image_size=cfg["img_size"],
                        patch_size=cfg["patch_size"], num_channels=cfg["in_chans"], qkv_bias=True)
-
-
-def to_hf_state_dict(sd: dict[str, torch.Tensor], cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
-    grid = (cfg["img_size"] // cfg["patch_size"],) * 2
-    out = {"embeddings.patch_embeddings.projection.weight": sd["patch_embed.proj.weight"],
-           "embeddings.patch_embeddings.projection.bias": sd["patch_embed.proj.bias"],
-           "embeddings.position_embeddings": sincos_pos_embed(cfg["embed_dim"], grid).unsqueeze(0),
-           "layernorm.weight": sd["norm.weight"], "layernorm.bias": sd["norm.bias"]}
-    for i in range(cfg["depth"]):
-        src, dst = f"blocks.{i}.", f"layers.{i}."
-        # timm's fused qkv rows are [q; k; v] (reshape(B, N, 3, H, d) in Attention.forward).
-        for part in ("weight", "bias"):
-            q, k, v = sd[f"{src}attn.qkv.{part}"].chunk(3, dim=0)
-            out.update({f"{dst}attention.q_proj.{part}": q, f"{dst}attention.k_proj.{part}": k,
-                        f"{dst}attention.v_proj.{part}": v})
-            for ours, theirs in _HF_BLOCK.items():
-                out[f"{dst}{theirs}.{part}"] = sd[f"{src}{ours}.{part}"]
-    return {k: v.clone() for k, v in out.items()}  # own storage: q/k/v must not alias one qkv tensor
-
-
-def from_hf_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """IJepaModel keys → ours (position_embeddings kept as `pos_embed`, checked and dropped by the loader).
-    Accepts the in-memory names and the legacy ViT names `save_pretrained` writes to disk."""
-    sd = {_hf_modern_key(k): v for k, v in sd.items() if not k.startswith("pooler.")}
-    out = {"patch_embed.proj.weight": sd["embeddings.patch_embeddings.projection.weight"],
-           "patch_embed.proj.bias": sd["embeddings.patch_embeddings.projection.bias"],
-           "pos_embed": sd["embeddings.position_embeddings"],
-           "norm.weight": sd["layernorm.weight"], "norm.bias": sd["layernorm.bias"]}
-    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("layers."))
-    for i in range(depth):
-        src, dst = f"layers.{i}.", f"blocks.{i}."
-        for part in ("weight", "bias"):
-            out[f"{dst}attn.qkv.{part}"] = torch.cat([sd[f"{src}attention.{p}_proj.{part}"] for p in "qkv"])
-            for ours, theirs in _HF_BLOCK.items():
-                out[f"{dst}{ours}.{part}"] = sd[f"{src}{theirs}.{part}"]
-    return out
-
-
-_HF_LEGACY = (("encoder.layer.", "layers."), ("attention.attention.query", "attention.q_proj"),
-              ("attention.attention.key", "attention.k_proj"), ("attention.attention.value", "attention.v_proj"),
-              ("attention.output.dense", "attention.o_proj"), ("intermediate.dense", "mlp.fc1"),
-              ("output.dense", "mlp.fc2"))
-
-
-def _hf_modern_key(k: str) -> str:
-    for old, new in _HF_LEGACY:  # order matters: attention.output.dense before output.dense
-        k = k.replace(old, new)
-    return k
 
 
 def to_hf_model(enc: VisionTransformerEncoder, cfg: dict[str, Any]):
@@ -148,20 +102,43 @@ def timm_hub_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- export
+def with_channels(enc: VisionTransformerEncoder, channels: int) -> VisionTransformerEncoder:
+    """`enc` taking `channels` input channels: a 1-channel encoder becomes a 3-channel one whose output on a grey
+    image replicated to every channel equals `enc`'s on the grey image."""
+    if channels == enc.in_chans:
+        return enc
+    if enc.in_chans != 1 or channels != 3:
+        raise ValueError(f"can export a 1-channel encoder as 3 channels, not {enc.in_chans} as {channels}")
+    cfg = encoder_config(enc)
+    per_channel = lambda v: [float(v)] * 3  # noqa: E731  (1-channel configs hold one mean / std)
+    cfg.update(in_chans=3, mean=per_channel(_one(cfg["mean"])), std=per_channel(_one(cfg["std"])))
+    sd = dict(enc.state_dict())
+    sd["patch_embed.proj.weight"] = replicate_grey_patch_embed(sd["patch_embed.proj.weight"], 3)
+    out = build_encoder_from_config(cfg, sd).eval()
+    out.preset = enc.preset
+    return out
+
+
+def _one(v):
+    return v[0] if isinstance(v, (list, tuple)) else v
+
+
 @torch.no_grad()
 def export(run_or_ckpt: str | Path, out_dir: str | Path, fmt: str = "safetensors", which: str = "target_encoder",
-           overwrite: bool = False, img_size: int | None = None) -> dict[str, Any]:
+           overwrite: bool = False, img_size: int | None = None, channels: int | None = None) -> dict[str, Any]:
     """Write the encoder of a run dir / checkpoint in `fmt`; returns export_info (also saved in the dir).
 
     `img_size` re-targets the fixed-size formats (hf, timm) to another resolution with the EXACT sin-cos table
-    of the new grid (HF's bicubic interpolation of the table changes features: max |Δ| ≈ 3.8 at 2× on vit_tiny)."""
+    of the new grid (HF's bicubic interpolation of the table changes features: max |Δ| ≈ 3.8 at 2× on vit_tiny).
+    `channels`: input channels of the export (default 3 for hf / timm, the encoder's own for safetensors)."""
     from safetensors.torch import save_file
     if fmt not in FORMATS:
         raise ValueError(f"export format must be one of {FORMATS}, not {fmt!r}")
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; choose a new --out or pass overwrite")
-    enc, info = load_encoder_checkpoint(run_or_ckpt, which=which)
+    ours, info = load_encoder_checkpoint(run_or_ckpt, which=which)
+    enc = with_channels(ours, channels or (3 if fmt in ("hf", "timm") else int(ours.in_chans)))
     cfg = encoder_config(enc)  # complete and current, whatever the source carried
     if img_size is not None:
         if img_size % cfg["patch_size"]:
@@ -186,9 +163,10 @@ def export(run_or_ckpt: str | Path, out_dir: str | Path, fmt: str = "safetensors
             write_json(tmp / "config.json", timm_hub_config(cfg))
         write_json(tmp / CONFIG_NAME, cfg)
         export_info = {"format": fmt, "source": str(run_or_ckpt), "which": info.get("which"),
-                       "step": info.get("step"), "epoch": info.get("epoch"),
-                       "max_abs_diff_vs_ours": feature_difference(enc, twin, fmt, cfg)}
+                       "step": info.get("step"), "epoch": info.get("epoch"), "channels": cfg["in_chans"],
+                       "max_abs_diff_vs_ours": feature_difference(ours, twin, fmt, cfg)}
         write_json(tmp / "export_info.json", export_info)
+        (tmp / "README.md").write_text(model_card(fmt, cfg, export_info))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -207,13 +185,62 @@ def exported_features(model, fmt: str, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def feature_difference(enc: VisionTransformerEncoder, twin, fmt: str, cfg: dict[str, Any], n: int = 2) -> float:
-    """Max |our tokens − twin tokens| on a fixed random batch (recorded at export, asserted by the tests)."""
+    """Max |our tokens − twin tokens| on a fixed random batch (recorded at export, asserted by the tests); a
+    3-channel twin of a 1-channel encoder gets the same (normalised) grey batch replicated to 3 channels."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, cfg["in_chans"], cfg["img_size"], cfg["img_size"], generator=g)
-    diff = (enc.forward_features(x) - exported_features(twin, fmt, x)).abs().max().item()
+    x = torch.randn(n, int(enc.in_chans), cfg["img_size"], cfg["img_size"], generator=g)
+    x_twin = x.expand(-1, cfg["in_chans"], -1, -1) if enc.in_chans == 1 else x
+    diff = (enc.forward_features(x) - exported_features(twin, fmt, x_twin)).abs().max().item()
     if diff > 1e-3:
         raise RuntimeError(f"export {fmt}: features differ from ours by {diff:.2e} (> 1e-3); the export is wrong")
     return diff
+
+
+def model_card(fmt: str, cfg: dict[str, Any], info: dict[str, Any]) -> str:
+    """README.md of an export dir: what it is and how to feed it chest X-rays, 16-bit PNGs included."""
+    c, size = cfg["in_chans"], cfg["img_size"]
+    mean, std = _one(cfg["mean"]), _one(cfg["std"])
+    load = {"hf": "from transformers import AutoImageProcessor, IJepaModel\n"
+                  "processor = AutoImageProcessor.from_pretrained(DIR)\nmodel = IJepaModel.from_pretrained(DIR).eval()",
+            "timm": "import timm\nmodel = timm.create_model(f\"local-dir:{DIR}\", pretrained=True).eval()",
+            "safetensors": "from radjepa_cli.models.checkpoint import load_encoder_checkpoint\n"
+                           "model, info = load_encoder_checkpoint(DIR)"}[fmt]
+    grey_rgb = (f"{c} identical channels: replicate the grey image (the patch embedding is split evenly across the "
+                "channels, so this gives exactly the grey encoder's features)") if c == 3 else "1 grey channel"
+    return f"""# RadJEPA encoder ({fmt} export)
+
+I-JEPA-pretrained ViT ({cfg['embed_dim']} wide, {cfg['depth']} blocks, patch {cfg['patch_size']}) exported by
+`radjepa export` from {info['source']} (step {info.get('step')}, {info.get('which') or 'target_encoder'}).
+Max feature difference to the radjepa encoder, measured at export: {info['max_abs_diff_vs_ours']:.1e}.
+
+Input: {size}x{size} pixels, {grey_rgb}; pixel values scaled to [0, 1], then (x - {mean}) / {std}.
+Output: layer-normed patch tokens (no CLS token); mean-pool them for an image embedding.
+
+```python
+{load}
+```
+
+## 8-bit images
+
+{"`processor(images=Image.open(f).convert('RGB'), return_tensors='pt')` does all of the above." if fmt == "hf"
+ else "`Image.open(f).convert('L')`, scale by 1/255, resize, normalise as above."}
+
+## 16-bit images (most DICOM-derived PNGs)
+
+Do not `.convert("RGB")` a 16-bit PNG (PIL clips it to 8 bits) and do not let a processor rescale it by 1/255 (that
+is for 8-bit pixels; 16-bit values end up far outside [0, 1]). Scale by the bit depth yourself:
+
+```python
+import numpy as np
+from PIL import Image
+img = np.asarray(Image.open(f))                          # uint16 for 16-bit PNGs
+x = img.astype(np.float32) / (65535.0 if img.dtype == np.uint16 else 255.0)   # [0, 1]
+{"inputs = processor(images=np.repeat(x[..., None], " + str(c) + ", -1), do_rescale=False, return_tensors='pt')"
+ if fmt == "hf" else "# resize to " + str(size) + "x" + str(size) + ", normalise, replicate to " + str(c)
+ + " channel(s)"}
+```
+(A 12-bit image stored in 16 bits may need / 4095 instead; check the PNG's value range.)
+"""
 
 
 def read_export_info(out_dir: str | Path) -> dict[str, Any]:

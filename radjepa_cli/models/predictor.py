@@ -38,7 +38,7 @@ def target_valid_mask(masks_pred: torch.Tensor, n_ctx: int) -> torch.Tensor:
 
 class Predictor(nn.Module):
     def __init__(self, grid: tuple[int, int], encoder_dim: int, predictor_dim: int = PREDICTOR_DIM, depth: int = 6,
-                 num_heads: int = 12, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0):
+                 num_heads: int = 12, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0, init: str = "official"):
         super().__init__()
         if predictor_dim % num_heads:
             raise ValueError(f"predictor_dim {predictor_dim} is not divisible by num_heads {num_heads}")
@@ -57,7 +57,7 @@ class Predictor(nn.Module):
                   norm_layer=_layer_norm, attn_layer=KernelAttention) for i in range(depth)])
         self.predictor_norm = _layer_norm(predictor_dim)
         self.predictor_proj = nn.Linear(predictor_dim, encoder_dim)
-        init_jepa_weights(self, self.predictor_blocks)
+        init_jepa_weights(self, self.predictor_blocks, init)  # init: see models/vit.INIT_SCHEMES
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     @property

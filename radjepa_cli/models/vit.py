@@ -79,9 +79,18 @@ class KernelAttention(Attention):
         return self.proj_drop(self.proj(x))
 
 
-def init_jepa_weights(module: nn.Module, blocks: Sequence[nn.Module]) -> None:
-    """I-JEPA init: trunc-normal(0.02) linears/convs, zero biases, unit LayerNorm; then rescale each block's
-    output projections by 1/sqrt(2·layer) so the residual stream does not grow with depth."""
+# "official": what official I-JEPA training applies. Its ViT/predictor constructors rescale each block's output
+# projections by 1/sqrt(2·layer), but `src/helper.py:init_model` then re-draws every nn.Linear (trunc-normal 0.02,
+# zero bias) and resets every LayerNorm, so no rescale reaches training. "rescaled" keeps the constructors' rescale
+# (a departure: smaller residual-branch outputs at init, as in BEiT/DeiT-style inits).
+INIT_SCHEMES = ("official", "rescaled")
+
+
+def init_jepa_weights(module: nn.Module, blocks: Sequence[nn.Module], scheme: str = "official") -> None:
+    """trunc-normal(0.02) linears and convs (bounds ±2, absolute: nothing is truncated at std 0.02), zero biases,
+    unit LayerNorms; with scheme "rescaled", each block's attn.proj / mlp.fc2 is then divided by sqrt(2·layer)."""
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"init must be one of {INIT_SCHEMES}, not {scheme!r}")
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             nn.init.trunc_normal_(m.weight, std=0.02)
@@ -90,16 +99,18 @@ def init_jepa_weights(module: nn.Module, blocks: Sequence[nn.Module]) -> None:
         elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-    for layer_id, blk in enumerate(blocks, start=1):
-        blk.attn.proj.weight.data.div_(math.sqrt(2.0 * layer_id))
-        blk.mlp.fc2.weight.data.div_(math.sqrt(2.0 * layer_id))
+    if scheme == "rescaled":
+        for layer_id, blk in enumerate(blocks, start=1):
+            blk.attn.proj.weight.data.div_(math.sqrt(2.0 * layer_id))
+            blk.mlp.fc2.weight.data.div_(math.sqrt(2.0 * layer_id))
 
 
 class VisionTransformerEncoder(VisionTransformer):
     """ViT encoder without CLS token; `forward_features(x, masks)` keeps only the masked patches (I-JEPA)."""
 
     def __init__(self, img_size: int = 224, patch_size: int = 14, in_chans: int = 1, embed_dim: int = 768,
-                 depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0, **kw):
+                 depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0,
+                 init: str = "official", **kw):
         super().__init__(
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=0, global_pool="avg",
             embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=True,
@@ -110,7 +121,7 @@ class VisionTransformerEncoder(VisionTransformer):
         self.in_chans = in_chans
         self.num_heads, self.mlp_ratio = num_heads, mlp_ratio  # kept for predictor matching and encoder_config
         self.preset: str | None = None  # set by build_encoder
-        init_jepa_weights(self, self.blocks)
+        init_jepa_weights(self, self.blocks, init)
 
     @property
     def grid_size(self) -> tuple[int, int]:

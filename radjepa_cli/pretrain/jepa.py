@@ -100,7 +100,8 @@ def masked_feature_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.T
                         kind: str = "l2") -> torch.Tensor:
     """Mean over valid tokens and features of (pred − target)² (l2) or smooth-L1 (β = 1, as I-JEPA).
     pred/target [T, K, D]; valid [T, K] bool. Padding tokens (variable-length masks) contribute nothing."""
-    pred = pred.float()
+    if pred.dtype in (torch.bfloat16, torch.float16):   # autocast output; fp64 stays fp64 (the golden test)
+        pred = pred.float()
     if kind == "l2":
         per = (pred - target).pow(2)
     elif kind == "smooth_l1":

@@ -24,12 +24,15 @@ also mix in the rank.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import default_collate, get_worker_info
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -71,6 +74,7 @@ class MultiBlockMaskCollator:
         self.H, self.W = int(grid[0]), int(grid[1])
         self.seed, self.rank = int(seed), int(rank)
         self.epoch, self.start_batch, self._calls = 0, 0, 0
+        self.relaxations = 0   # context constraints dropped so far (in this process; workers count their own)
         self._check_feasible()
 
     # ------------------------------------------------------------------ seeding
@@ -103,7 +107,12 @@ class MultiBlockMaskCollator:
         contexts = self._place(pos_rng, ctx_hw, (B, cfg.n_context))                # [B, M_ctx, H, W]
         if not cfg.allow_overlap:
             contexts &= ~targets.any(axis=1, keepdims=True)
-            self._repair_contexts(pos_rng, contexts, targets, ctx_hw)
+            relaxed = self._repair_contexts(pos_rng, contexts, targets, ctx_hw)
+            if relaxed:
+                self.relaxations += relaxed
+                log.warning(f"masks (epoch {self.epoch}, batch {batch_index}): no valid context block after "
+                            f"{cfg.max_tries} tries, so a target region stopped constraining it ({relaxed} "
+                            f"relaxations; {self.relaxations} so far)")
         return self._to_indices(contexts), self._to_indices(targets)
 
     # ------------------------------------------------------------------ blocks
@@ -136,22 +145,27 @@ class MultiBlockMaskCollator:
         in_cols = (cols >= left[..., None]) & (cols < left[..., None] + hw[1])    # [*shape, W]
         return in_rows[..., :, None] & in_cols[..., None, :]
 
-    def _repair_contexts(self, rng, contexts: np.ndarray, targets: np.ndarray, hw: tuple[int, int]) -> None:
+    def _repair_contexts(self, rng, contexts: np.ndarray, targets: np.ndarray, hw: tuple[int, int]) -> int:
         """Re-place context blocks left with <= min_keep patches, as I-JEPA: `max_tries` draws, then drop the last
-        still-active target region from the constraint, and so on (in place; rare with the defaults)."""
+        still-active target region from the constraint, and so on (in place). Returns the number of relaxations."""
+        cfg, relaxed = self.cfg, 0
         counts = contexts.reshape(*contexts.shape[:2], -1).sum(-1)
-        for b, m in zip(*np.nonzero(counts <= self.cfg.min_keep)):
+        for b, m in zip(*np.nonzero(counts <= cfg.min_keep)):
             n_regions, tries = targets.shape[1], 1  # the vectorised placement was the first try
-            while True:
+            # With every region dropped any block is valid (_check_feasible), so this many draws always suffice.
+            for _ in range(cfg.max_tries * (targets.shape[1] + 1)):
                 block = self._place(rng, hw, ())
-                forbidden = targets[b, :n_regions].any(axis=0)
-                mask = block & ~forbidden
-                if mask.sum() > self.cfg.min_keep:
+                mask = block & ~targets[b, :n_regions].any(axis=0)
+                if mask.sum() > cfg.min_keep:
                     contexts[b, m] = mask
                     break
                 tries += 1
-                if tries == self.cfg.max_tries:
-                    tries, n_regions = 0, max(n_regions - 1, 0)
+                if tries == cfg.max_tries:
+                    tries, n_regions, relaxed = 0, max(n_regions - 1, 0), relaxed + 1
+            else:
+                raise RuntimeError(f"no valid {hw[0]}x{hw[1]} context block on the {self.H}x{self.W} grid with "
+                                   f"min_keep={cfg.min_keep} even without target constraints ({cfg})")
+        return relaxed
 
     def _to_indices(self, grids: np.ndarray) -> torch.Tensor:
         """[B, M, H, W] bool → [M, B, K] int64 ascending indices; truncated to the batch minimum or -1 padded."""
@@ -165,19 +179,49 @@ class MultiBlockMaskCollator:
             order = np.where(np.arange(K) < counts[..., None], order, -1)
         return torch.from_numpy(np.ascontiguousarray(order.transpose(1, 0, 2))).long()
 
+    def reachable_sizes(self, scale: tuple[float, float], aspect: tuple[float, float]) -> set[tuple[int, int]]:
+        """Every block size (h, w) `_block_size` can return. Sizes are piecewise constant in the uniform draw(s),
+        changing only where int(H·W·scale) or a round(√·) steps, so one point inside each piece finds them all.
+        Coupled draws (I-JEPA) follow one curve through (scale, aspect) space, not the whole rectangle."""
+        (s0, s1), (a0, a1), HW = scale, aspect, self.H * self.W
+        half = (np.arange(max(self.H, self.W) + 2) + 0.5) ** 2   # round(√x) steps where x = (j + ½)²
+        keeps = np.arange(int(HW * s0), int(HW * s1) + 1)
+
+        def draw_at(values, lo, hi):   # the uniform draw at which lo + r·(hi − lo) equals each value
+            return (np.asarray(values, dtype=float) - lo) / (hi - lo) if hi > lo else np.empty(0)
+
+        def aspect_cuts(keep):
+            k = np.maximum(np.asarray(keep, dtype=float), 1.0)[:, None]
+            return draw_at(np.concatenate([(half / k).ravel(), (k / half).ravel()]), a0, a1)
+
+        scale_cuts = draw_at(np.arange(int(HW * s0), int(HW * s1) + 2) / HW, s0, s1)
+        if not self.cfg.independent_scale_aspect:
+            return {self._size_for(s0 + r * (s1 - s0), a0 + r * (a1 - a0))
+                    for r in _piece_points(np.concatenate([scale_cuts, aspect_cuts(keeps)]))}
+        sizes = set()
+        for rs in _piece_points(scale_cuts):
+            s = s0 + rs * (s1 - s0)
+            sizes |= {self._size_for(s, a0 + ra * (a1 - a0)) for ra in _piece_points(aspect_cuts([int(HW * s)]))}
+        return sizes
+
     def _check_feasible(self) -> None:
-        """A target block with <= min_keep patches can never be valid (I-JEPA would loop forever): fail early."""
+        """A block that can be drawn with <= min_keep patches can never be valid (I-JEPA would loop forever): fail
+        early. Only the sizes that can actually be drawn count (not the corners of the scale × aspect box)."""
         cfg = self.cfg
         for what, scale, aspect in (("target", cfg.target_scale, cfg.target_aspect),
                                     ("context", cfg.context_scale, cfg.context_aspect)):
-            for s in scale:
-                for a in aspect:
-                    h, w = self._size_for(s, a)
-                    if h * w <= cfg.min_keep:
-                        raise ValueError(
-                            f"{what} blocks of scale {s} / aspect {a} on a {self.H}x{self.W} patch grid have only "
-                            f"{h * w} patches, not more than min_keep={cfg.min_keep}: lower min_keep or raise "
-                            f"{what}_scale (or use a larger image)")
+            h, w = min(self.reachable_sizes(scale, aspect), key=lambda hw: hw[0] * hw[1])
+            if h * w <= cfg.min_keep:
+                raise ValueError(
+                    f"{what} blocks drawn from scale {tuple(scale)} / aspect {tuple(aspect)} on a {self.H}x{self.W} "
+                    f"patch grid can be {h}x{w} = {h * w} patches, not more than min_keep={cfg.min_keep}: lower "
+                    f"min_keep or raise {what}_scale (or use a larger image)")
+
+
+def _piece_points(cuts: np.ndarray) -> np.ndarray:
+    """0 and the midpoint of every piece of [0, 1) cut at `cuts`: one uniform draw inside each piece."""
+    c = np.unique(np.clip(np.concatenate([[0.0, 1.0], cuts]), 0.0, 1.0))
+    return np.concatenate([[0.0], (c[:-1] + c[1:]) / 2])
 
 
 def collate_samples(samples: Sequence[Any]) -> Any:

@@ -136,11 +136,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def restore(model, opt: torch.optim.Optimizer, ckpt: dict) -> None:
-    """Load weights (tolerating `module.` prefixes, as official I-JEPA checkpoints have) and optimizer state."""
+    """Load the weights and optimizer state of OUR checkpoint (`make_checkpoint`; DDP `module.` prefixes are
+    tolerated). Official I-JEPA checkpoints do not load here — their stored sin-cos tables, RGB patch embedding and
+    4 optimizer groups need converting: start a run from one with `init_from_official` (`--init-from`)."""
     for part in ("encoder", "predictor", "target_encoder"):
         sd = {k.removeprefix("module."): v for k, v in ckpt[part].items()}
         getattr(model, part).load_state_dict(sd)
     opt.load_state_dict(ckpt["opt"])
+
+
+def init_from_official(model, opt: torch.optim.Optimizer, path: str | Path) -> dict[str, Any]:
+    """Start a fresh run from an official I-JEPA `.pth.tar`: encoder, predictor and target encoder, and the AdamW
+    moments / per-parameter step counts where shapes allow (models/official_ijepa.py). The run's own schedules
+    still start at step 0: the official run's step belongs to its own run length and data."""
+    from radjepa_cli.models.official_ijepa import load_official_training_state
+    return load_official_training_state(model, opt, path, model.trainable_parameters())
 
 
 # ---------------------------------------------------------------------------------------------- run files

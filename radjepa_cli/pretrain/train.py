@@ -40,6 +40,8 @@ class PretrainConfig:
     patch_size: int = 14
     pred_depth: int | None = None          # None: the preset's default (models/predictor.PREDICTOR_DEPTH)
     pred_dim: int = 384
+    init: str = "official"                 # official (I-JEPA training's) | rescaled (1/sqrt(2·layer) departure)
+    init_from: str = ""                    # official I-JEPA .pth.tar to start from (weights + AdamW state)
     loss: str = "l2"                       # l2 (RadJEPA paper) | smooth_l1 (I-JEPA code)
     reg_var: float = 0.0                   # VICReg variance term on pooled context embeddings (0: I-JEPA)
     reg_cov: float = 0.0                   # VICReg covariance term (0: I-JEPA)
@@ -92,6 +94,8 @@ class PretrainConfig:
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {tuple(self.crop_scale)}")
         if self.reg_var < 0 or self.reg_cov < 0:
             raise ValueError(f"reg_var and reg_cov must be >= 0, got {self.reg_var} and {self.reg_cov}")
+        if self.init not in ("official", "rescaled"):   # models/vit.INIT_SCHEMES
+            raise ValueError(f"init must be official or rescaled, not {self.init!r}")
         if self.kernels not in ("auto", "triton", "eager"):
             raise ValueError(f"kernels must be auto, triton or eager, not {self.kernels!r}")
 
@@ -173,8 +177,9 @@ def build_model(cfg: PretrainConfig):
     from radjepa_cli.pretrain.jepa import JEPA
 
     arch = {k: getattr(cfg, k) for k in ("depth", "embed_dim", "num_heads") if getattr(cfg, k) is not None}
-    enc = build_encoder(cfg.model, img_size=cfg.image_size, patch_size=cfg.patch_size, in_chans=1, **arch)
-    pred = build_predictor(enc, depth=cfg.pred_depth, dim=cfg.pred_dim, model=cfg.model)
+    enc = build_encoder(cfg.model, img_size=cfg.image_size, patch_size=cfg.patch_size, in_chans=1, init=cfg.init,
+                        **arch)
+    pred = build_predictor(enc, depth=cfg.pred_depth, dim=cfg.pred_dim, model=cfg.model, init=cfg.init)
     return JEPA(enc, pred, loss=cfg.loss, reg_var=cfg.reg_var, reg_cov=cfg.reg_cov)
 
 
@@ -230,6 +235,8 @@ def train(cfg: PretrainConfig, dist: DistInfo | None = None,
                                   f"it or choose another --out")
         ckpt = run_state.load_checkpoint(run_state.latest_path(run))
         run_state.restore(model, opt, ckpt)
+    elif cfg.init_from:                          # a fresh run from an official I-JEPA checkpoint
+        run_state.init_from_official(model, opt, cfg.init_from)
     if is_main:
         run.mkdir(parents=True, exist_ok=True)
         for stale in run_state.ckpt_dir(run).glob(".*.tmp"):   # left by a kill during a save
