@@ -86,7 +86,19 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(_print_summary(console, m, out))
 
 
+def _print_inputs(console, m: dict) -> None:
+    """What the reader read, what it had to guess (loud), and which listed images are not on disk (one summary)."""
+    about = m.get("source") or {}
+    for note in about.get("notes", []):
+        console.print(f"[dim]{note}[/dim]")
+    for w in about.get("warnings", []):
+        console.print(f"[bold yellow]WARNING:[/bold yellow] {w}")
+    if (m.get("missing") or {}).get("text"):
+        console.print(f"[yellow]missing:[/yellow] {m['missing']['text']}")
+
+
 def _print_plan(console, plan: dict) -> None:
+    _print_inputs(console, plan)
     console.print(f"[bold]dry run[/bold]: {plan['items']} items in {len(plan['shards'])} shard(s) "
                   f"(of {plan['total_shards']} planned) → {plan['out']}")
     for s in plan["shards"]:
@@ -100,6 +112,7 @@ def _print_plan(console, plan: dict) -> None:
 def _print_summary(console, m: dict, out: Path) -> int:
     from rich.table import Table
 
+    _print_inputs(console, m)
     counts = m["counts"]
     table = Table(title=f"{out}/manifest ({'complete' if m['complete'] else 'INCOMPLETE'})")
     for col in ("dataset", "split", "views", "samples"):
