@@ -90,11 +90,11 @@ def _print_inputs(console, m: dict) -> None:
     """What the reader read, what it had to guess (loud), and which listed images are not on disk (one summary)."""
     about = m.get("source") or {}
     for note in about.get("notes", []):
-        console.print(f"[dim]{note}[/dim]")
+        console.print(f"[dim]{note}[/dim]", soft_wrap=True)
     for w in about.get("warnings", []):
-        console.print(f"[bold yellow]WARNING:[/bold yellow] {w}")
+        console.print(f"[bold yellow]WARNING:[/bold yellow] {w}", soft_wrap=True)
     if (m.get("missing") or {}).get("text"):
-        console.print(f"[yellow]missing:[/yellow] {m['missing']['text']}")
+        console.print(f"[yellow]missing:[/yellow] {m['missing']['text']}", soft_wrap=True)
 
 
 def _print_plan(console, plan: dict) -> None:

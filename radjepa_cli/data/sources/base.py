@@ -133,7 +133,8 @@ def find_one(root: Path, patterns: tuple[str, ...], what: str, source: "Source |
     if not hits:
         raise FileNotFoundError(f"no {' or '.join(patterns)} in {root} or up to 4 folders below it: expected {what}")
     if source is not None:
-        others = [h.name for h in find_files(hits[0].parent, patterns, depth=0) if h != hits[0]]
+        others = sorted({h.name for pat in patterns for h in find_files(hits[0].parent, (pat,), depth=0)}
+                        - {hits[0].name})
         source.note(f"read {hits[0]}" + (f" (newest official version; also present: {', '.join(others)})"
                                           if others else ""))
     return hits[0]

@@ -6,7 +6,7 @@ from typing import Iterator
 
 from ..decode import normalize_view
 from ..labels import CHEXPERT_14
-from .base import Source, SourceItem, find_one, read_csv, row_labels, safe_key
+from .base import Source, SourceItem, find_files, find_one, read_csv, row_labels, safe_key
 from .reports import report_sections
 
 _SPLITS = {"train": "train", "validate": "val", "val": "val", "test": "test"}
@@ -25,11 +25,16 @@ class MimicCxrSource(Source):
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.metadata = find_one(self.root, ("mimic-cxr-2.0.0-metadata.csv*",), "the MIMIC-CXR-JPG metadata CSV")
-        self.chexpert = find_one(self.root, ("mimic-cxr-2.0.0-chexpert.csv*",), "the MIMIC-CXR-JPG chexpert CSV")
-        self.split = find_one(self.root, ("mimic-cxr-2.0.0-split.csv*",), "the MIMIC-CXR-JPG split CSV")
-        self.files = self.metadata.parent / "files"
-        reports = [self.root / "mimic-cxr-reports" / "files", self.root / "files", self.files]
+        self.metadata = find_one(self.root, ("mimic-cxr-2.0.0-metadata.csv*",), "the MIMIC-CXR-JPG metadata CSV",
+                                 source=self)
+        base = self.metadata.parent  # the other parts are looked for next to it first (ROOT may be a level up)
+        self.chexpert = find_one(base if find_files(base, ("mimic-cxr-2.0.0-chexpert.csv*",), 0) else self.root,
+                                 ("mimic-cxr-2.0.0-chexpert.csv*",), "the MIMIC-CXR-JPG chexpert CSV", source=self)
+        self.split = find_one(base if find_files(base, ("mimic-cxr-2.0.0-split.csv*",), 0) else self.root,
+                              ("mimic-cxr-2.0.0-split.csv*",), "the MIMIC-CXR-JPG split CSV", source=self)
+        self.files = base / "files"
+        reports = [base / "mimic-cxr-reports" / "files", self.root / "mimic-cxr-reports" / "files",
+                   self.root / "files", self.files]
         self.reports = [r for r in reports if r.is_dir()]
 
     def items(self) -> Iterator[SourceItem]:
