@@ -227,3 +227,39 @@ def test_rsna_root_one_level_up_finds_images_next_to_the_csv(tmp_path):
     with pytest.raises(FileNotFoundError, match="stage_2_train_labels.csv") as e:
         prepare_data(PrepareConfig(dataset="rsna", root=str(tmp_path / "kaggle"), out=str(tmp_path / "o3")))
     assert "stage_2_train_images" in str(e.value)
+
+
+AIMI = "chexpertchestxrays-u20210408"
+BATCH1 = "CheXpert-v1.0 batch 1 (validate & csv)"
+
+
+def aimi_tree(root):
+    """Stanford AIMI's current CheXpert download with real train.csv rows: CSVs and valid/ in batch 1, train
+    patients spread over the 'train N' batches."""
+    rows = xrv_rows("chexpert_train.csv.gz", 4)
+    rows = [rows[0]] + [r.replace("CheXpert-v1.0-small/", "CheXpert-v1.0/") for r in rows[1:]]
+    b1 = root / AIMI / BATCH1
+    b1.mkdir(parents=True)
+    (b1 / "train.csv").write_text("\n".join(rows) + "\n")
+    valid = rows[1].replace("/train/patient00001/", "/valid/patient64541/")
+    (b1 / "valid.csv").write_text(rows[0] + "\n" + valid + "\n")
+    save_jpg(b1 / "valid/patient64541/study1/view1_frontal.jpg", 0)
+    for i, r in enumerate(rows[1:]):
+        patient_study_file = r.split(",")[0].split("/")[2:]
+        batch = "CheXpert-v1.0 batch 2 (train 1)" if "patient00001" in r else "CheXpert-v1.0 batch 3 (train 2)"
+        save_jpg(root / AIMI / batch / "/".join(patient_study_file), i + 1)
+    return rows
+
+
+@pytest.mark.parametrize("where", ["top", "batch1", "above"])
+def test_chexpert_stanford_aimi_batches(tmp_path, where):
+    """Item 7: ROOT at the download's top, at batch 1 (the CSVs' folder) or one level above: all 5 images."""
+    rows = aimi_tree(tmp_path)
+    root = {"top": tmp_path / AIMI, "batch1": tmp_path / AIMI / BATCH1, "above": tmp_path}[where]
+    m = prepare_data(PrepareConfig(dataset="chexpert", root=str(root), out=str(tmp_path / "o"), size=32, salt="s",
+                                   contact_sheet=0))
+    assert m["missing"] is None and m["rejected"] == []
+    assert m["counts"]["total"] == 5 and m["counts"]["split"]["val"] == 1
+    recs = {r.key: r for r in iter_records(tmp_path / "o")}
+    assert recs["train_patient00001_study1_view1_frontal"].labels["Support Devices"] == 1
+    assert len(rows) == 5 and any("train.csv" in n for n in m["source"]["notes"])
