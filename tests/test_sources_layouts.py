@@ -43,3 +43,109 @@ def test_vindr_label_names_agree_across_splits_with_root_one_level_up(tmp_path):
     assert set(recs["test"].labels) == set(recs[next(s for s in recs if s != "test")].labels)
     assert recs["test"].labels["Other diseases"] == 1 and "Other disease" not in recs["test"].labels
     assert recs["test"].labels["Pleural Thickening"] == 0  # the paper's names for its six findings
+
+
+# ------------------------------------------------------------------------------------------------- IU-Xray
+
+def real_reports(n: int) -> list[dict]:
+    from radjepa_cli.data.embedded import iu_xray_reports
+    from radjepa_cli.data.sources.iuxray import iter_reports
+    wanted = {f"CXR{i}" for i in range(1, n + 1)}
+    return sorted((r for r in iter_reports(iu_xray_reports()) if r["id"] in wanted), key=lambda r: int(r["id"][3:]))
+
+
+def test_iu_xray_mesh_maps_pleural_thickening_on_the_real_reports():
+    """Item 10: 'Thickening/pleura/…' (47 real reports) → Pleural Thickening."""
+    from radjepa_cli.data.embedded import iu_xray_reports
+    from radjepa_cli.data.sources.iuxray import iter_reports, mesh_labels
+    reps = list(iter_reports(iu_xray_reports()))
+    assert sum(mesh_labels(r["mesh_major"]).get("Pleural Thickening") == 1 for r in reps) == 47
+    labels = mesh_labels(["Thickening/pleura/apex/bilateral/mild"])
+    assert labels["Pleural Thickening"] == 1 and labels["No Finding"] == 0
+    assert mesh_labels(["Thickening/bronchovascular"])["Pleural Thickening"] == 0
+
+
+def kaggle_tree(root, reports):
+    """Kaggle's 'Chest X-rays (Indiana University)': indiana_reports.csv (uid, MeSH, Problems, image, indication,
+    comparison, findings, impression), indiana_projections.csv (uid, filename, projection), images_normalized/."""
+    import csv
+    root.mkdir(parents=True)
+    with (root / "indiana_reports.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression"])
+        for r in reports:
+            w.writerow([r["id"][3:], ";".join(r["mesh_major"]), ";".join(h.split("/")[0] for h in r["mesh_major"]),
+                        r["caption"], r["indication"], r["comparison"], r["findings"], r["impression"]])
+    views = {}
+    with (root / "indiana_projections.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["uid", "filename", "projection"])
+        for r in reports:
+            for k, image_id in enumerate(r["images"]):
+                name = f"{image_id[3:]}.dcm.png"
+                views[image_id] = "Frontal" if k == 0 else "Lateral"
+                w.writerow([r["id"][3:], name, views[image_id]])
+                save_png(root / "images/images_normalized" / name, image(k))
+    return views
+
+
+def test_iu_xray_kaggle_copy_with_views(tmp_path):
+    """Item 10: Kaggle's copy is read (ROOT a level up); views come from indiana_projections.csv."""
+    reports = real_reports(3)
+    kaggle_tree(tmp_path / "archive", reports)
+    src = get_source("iu-xray", tmp_path)
+    items = {it.key: it for it in src.items()}
+    assert sorted(items) == sorted(i.replace(".", "-") for r in reports for i in r["images"])
+    cxr1 = items["CXR1_1_IM-0001-3001"]
+    assert cxr1.view == "PA" and items["CXR1_1_IM-0001-4001"].view == "LATERAL"  # caption 'Xray Chest PA and Lateral'
+    assert cxr1.patient == "CXR1" and cxr1.meta["labels"]["No Finding"] == 1
+    assert cxr1.meta["findings"].startswith("The cardiac silhouette")
+    m = prepare_data(PrepareConfig(dataset="iu-xray", root=str(tmp_path), out=str(tmp_path / "o"), size=32, salt="s",
+                                   contact_sheet=0))
+    assert m["counts"]["total"] == len(items) and m["missing"] is None
+    assert m["counts"]["view"]["LATERAL"] == len(reports)
+
+
+def test_iu_xray_open_i_views_from_projections_and_r2gen_copy(tmp_path):
+    """Item 10: Open-i's tgz + PNGs take views from indiana_projections.csv beside them; R2Gen's iu_xray/
+    (annotation.json + images/CXR…/0.png) is read with its own split, labels joined from the Open-i XML."""
+    import tarfile
+    from radjepa_cli.data.embedded import iu_xray_reports
+    reports = real_reports(3)
+    root = tmp_path / "openi"
+    root.mkdir()
+    with tarfile.open(iu_xray_reports()) as src, tarfile.open(root / "NLMCXR_reports.tgz", "w:gz") as dst:
+        for n in ("1", "2", "3"):
+            m = src.getmember(f"ecgen-radiology/{n}.xml")
+            dst.addfile(m, src.extractfile(m))
+    kaggle = kaggle_tree(tmp_path / "kaggle", reports)
+    (tmp_path / "kaggle/indiana_reports.csv").unlink()
+    (tmp_path / "kaggle/indiana_projections.csv").rename(root / "indiana_projections.csv")
+    for r in reports:
+        for k, image_id in enumerate(r["images"]):
+            save_png(root / "NLMCXR_png" / f"{image_id}.png", image(k))
+    items = {it.key: it for it in get_source("iu-xray", root).items()}
+    assert {k: it.view != "LATERAL" for k, it in items.items()} == {k: v == "Frontal" for k, v in kaggle.items()}
+    assert items["CXR1_1_IM-0001-3001"].view == "PA"  # frontal + the study caption 'Xray Chest PA and Lateral'
+    # R2Gen: annotation.json + images/{id}/{i}.png, split train / val / test
+    r2 = tmp_path / "r2gen" / "iu_xray"
+    studies = {split: [] for split in ("train", "val", "test")}
+    for split, r in zip(studies, reports):
+        sid = r["images"][0].rsplit("-", 1)[0]  # R2Gen's study id: CXR1_1_IM-0001
+        paths = [f"{sid}/{k}.png" for k in range(len(r["images"]))]
+        studies[split].append({"id": sid, "report": r["findings"], "image_path": paths, "split": split})
+        for k, rel in enumerate(paths):
+            save_png(r2 / "images" / rel, image(k))
+    r2.mkdir(exist_ok=True)
+    (r2 / "annotation.json").write_text(json.dumps(studies))
+    items = list(get_source("iu-xray", tmp_path / "r2gen").items())
+    assert [it.split for it in items] == ["train"] * 2 + ["val"] * 2 + ["test"] * 2
+    assert all(it.path.is_file() for it in items) and items[0].meta["findings"].startswith("The cardiac")
+    assert items[0].meta["labels"] == {}  # no Open-i XML under this ROOT: no MeSH labels
+    import shutil
+    shutil.copy(root / "NLMCXR_reports.tgz", tmp_path / "r2gen" / "NLMCXR_reports.tgz")
+    items = list(get_source("iu-xray", tmp_path / "r2gen").items())
+    assert items[0].meta["labels"]["No Finding"] == 1 and items[0].key == "CXR1_1_IM-0001-3001"
+    m = prepare_data(PrepareConfig(dataset="iu-xray", root=str(tmp_path / "r2gen"), out=str(tmp_path / "o"), size=32,
+                                   salt="s", contact_sheet=0))
+    assert m["counts"]["split"] == {"train": 2, "val": 2, "test": 2}
