@@ -149,3 +149,62 @@ def test_iu_xray_open_i_views_from_projections_and_r2gen_copy(tmp_path):
     m = prepare_data(PrepareConfig(dataset="iu-xray", root=str(tmp_path / "r2gen"), out=str(tmp_path / "o"), size=32,
                                    salt="s", contact_sheet=0))
     assert m["counts"]["split"] == {"train": 2, "val": 2, "test": 2}
+
+
+# ---------------------------------------------------------------------------------------------- ImaGenome
+
+MIMIC_META = ("dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,Columns,StudyDate,"
+              "StudyTime,ProcedureCodeSequence_CodeMeaning,ViewCodeSequence_CodeMeaning,"
+              "PatientOrientationCodeSequence_CodeMeaning")
+
+
+def imagenome_tree(root, dicoms, original=(80, 80), stored=(40, 40)):
+    """Scene graphs whose boxes are in the original DICOM's pixels, over a MIMIC-JPG copy stored at `stored`."""
+    from PIL import Image
+    sid, study = "10000032", "50414267"
+    for k, dicom in enumerate(dicoms):
+        p = root / f"mimic/files/p10/p{sid}/s{study}/{dicom}.jpg"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image(k) * 255).astype(np.uint8)).resize(stored[::-1]).save(p, format="PNG")
+        objects = [{"bbox_name": f"{side} {level} lung zone", "original_x1": x, "original_y1": y,
+                    "original_x2": x + 20, "original_y2": y + 16}
+                   for side, x in (("right", 8), ("left", 50)) for level, y in (("upper", 8), ("mid", 30), ("lower", 52))]
+        g = root / "imagenome/silver_dataset/scene_graph" / f"{dicom}_SceneGraph.json"
+        g.parent.mkdir(parents=True, exist_ok=True)
+        g.write_text(json.dumps({"image_id": dicom, "patient_id": int(sid), "study_id": int(study),
+                                 "viewpoint": "PA", "objects": objects}))
+    return sid, study
+
+
+def test_imagenome_leaves_out_gold_images_and_scales_boxes_of_a_resized_copy(tmp_path):
+    """Item 9: images_to_avoid.csv honoured; a half-size MIMIC-JPG copy gets boxes scaled by metadata Rows/Columns."""
+    dicoms = ["02aa804e-bde0afdd-112c0b34-7bc16630-4e384014", "174413ec-4ec4c1f7-34ea26b7-c5f994f8-79ef1962"]
+    sid, study = imagenome_tree(tmp_path, dicoms)
+    splits = tmp_path / "imagenome/silver_dataset/splits"
+    splits.mkdir()
+    (splits / "train.csv").write_text(",subject_id,study_id,dicom_id,path,ViewPosition\n" + "".join(
+        f"{i},{sid},{study},{d},files/p10/p{sid}/s{study}/{d}.dcm,PA\n" for i, d in enumerate(dicoms)))
+    (splits / "images_to_avoid.csv").write_text("subject_id,study_id,dicom_id,path,ViewPosition\n"
+                                                f"{sid},{study},{dicoms[1]},files/p10/p{sid}/s{study}/{dicoms[1]}.dcm,PA\n")
+    (tmp_path / "mimic/mimic-cxr-2.0.0-metadata.csv").write_text(MIMIC_META + "\n" + "".join(
+        f"{d},{sid},{study},CHEST (PA AND LAT),PA,80,80,21800506,213014.531,Chest (PA and Lateral),"
+        "postero-anterior,Erect\n" for d in dicoms))
+    m = prepare_data(PrepareConfig(dataset="imagenome", root=str(tmp_path), out=str(tmp_path / "o"), size=40,
+                                   salt="s", contact_sheet=0))
+    assert m["counts"]["total"] == 1 and m["rejected"] == []
+    assert any("1 gold-standard image" in n for n in m["source"]["notes"])
+    rec = next(iter_records(tmp_path / "o"))
+    assert rec.key == dicoms[0] and rec.split == "train"
+    ru = rec.masks["right_upper"]  # original [8, 8, 28, 24] → half size [4, 4, 14, 12]
+    assert ru.sum() == 10 * 8 and ru[4:12, 4:14].all()
+    assert rec.masks["left_lower"][26:34, 25:35].all() and rec.masks["left_lower"].sum() == 80
+
+
+def test_imagenome_resized_copy_without_metadata_is_refused_with_a_reason(tmp_path):
+    imagenome_tree(tmp_path, ["d1"])
+    m = prepare_data(PrepareConfig(dataset="imagenome", root=str(tmp_path), out=str(tmp_path / "o"), size=40,
+                                   salt="s", contact_sheet=0))
+    assert m["counts"]["total"] == 0 and len(m["rejected"]) == 1
+    assert "resized MIMIC-CXR-JPG copy" in m["rejected"][0]["reason"]
+    assert any("images_to_avoid.csv" in w for w in m["source"]["warnings"])
+    assert any("metadata" in w for w in m["source"]["warnings"])

@@ -115,6 +115,8 @@ class IuXraySource(Source):
         if self.reports is None and self.kaggle is None and self.r2gen is None:
             raise FileNotFoundError(f"no NLMCXR_reports.tgz (Open-i), indiana_reports.csv (Kaggle) or "
                                     f"annotation.json (R2Gen) in {self.root} or up to 4 folders below it")
+        if self.reports is None and self.r2gen is None and self.projections is None:
+            raise FileNotFoundError(f"{self.kaggle} found but no indiana_projections.csv (Kaggle's list of images)")
         for p in (self.r2gen, self.reports if self.r2gen is None else None, self.kaggle, self.projections):
             if p is not None:
                 self.note(f"read {p}")
