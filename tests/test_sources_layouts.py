@@ -28,6 +28,8 @@ def image(i):
 
 def test_vindr_label_names_agree_across_splits_with_root_one_level_up(tmp_path):
     """Item 8: train says 'Other diseases', test 'Other disease': one key in every shard."""
+    from radjepa_cli.data.sources.vindr import canonical
+    assert canonical("Other disease") == canonical("Other diseases") == "Other diseases"
     base = tmp_path / "physionet.org/files/vindr-cxr/1.0.0"
     (base / "annotations").mkdir(parents=True)
     for split, other, image_id, rad in (("train", "Other diseases", "a1", "R8"), ("test", "Other disease", "b1", "R1")):
