@@ -28,7 +28,8 @@ from typing import Any, Iterator
 from ..io import read_json, write_json
 from . import manifest as mf
 from .decode import DecodeError
-from .presence import split_present, missing_summary
+from .presence import missing_summary, split_present
+from .resume import earlier_entries, file_state, plan_digest, still_valid
 from .record import SPLITS
 from .shards import ShardWriter, encode_record, file_sha256, shard_name
 from .sources import Source, SourceItem, get_source
@@ -275,49 +276,6 @@ def source_options(cfg: PrepareConfig) -> dict[str, Any]:
     return {"csv": cfg.csv} if cfg.csv else {}
 
 
-def plan_digest(items: list[SourceItem]) -> str:
-    return hashlib.sha256("\n".join(it.key for it in items).encode()).hexdigest()[:16]
-
-
-def file_state(path: str | None) -> list[int] | None:
-    """[size, mtime_ns] of a file, None when absent: a rejection is re-examined when this changes."""
-    try:
-        st = os.stat(path) if path else None
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns] if st else None
-
-
-def _still_valid(out: Path, prev: dict | None, items: list[SourceItem]) -> bool:
-    """A finished shard can be kept: same planned keys, file intact, and no rejected input changed on disk."""
-    if prev is None or prev.get("plan") != plan_digest(items):
-        return False
-    if any(file_state(r.get("path")) != r.get("state") for r in prev.get("rejected", []) if "state" in r):
-        return False
-    if prev.get("empty"):
-        return not (out / prev["name"]).exists()
-    return (out / prev["name"]).is_file() and file_sha256(out / prev["name"]) == prev["sha256"]
-
-
-def _earlier_entries(cfg: PrepareConfig, out: Path, mpath: Path, jpath: Path, fp: str) -> dict[str, dict]:
-    """Shard entries of earlier runs with this configuration (manifest, then the journal of an interrupted run).
-    Another configuration's shards are an error, or with --overwrite deleted; --overwrite also redoes ours."""
-    old = read_json(mpath) if mpath.exists() else {}
-    journal = mf.read_journal(jpath)
-    fps = ({old["fingerprint"]} if old.get("fingerprint") else set()) | {f for f, _ in journal}
-    if fps - {fp} and not cfg.overwrite:
-        raise FileExistsError(f"{out} holds shards from a different configuration ({mpath.name} fingerprint "
-                              f"{sorted(fps - {fp})[0]} != {fp}); use a new --out or --overwrite")
-    entries = list(old.get("shards", [])) + list(old.get("empty_shards", [])) + [e for _, e in journal]
-    if cfg.overwrite:
-        for e in entries:
-            (out / e["name"]).unlink(missing_ok=True)
-        return {}
-    done = {e["name"]: e for e in old.get("shards", []) + old.get("empty_shards", [])}
-    done.update({e["name"]: e for f, e in journal if f == fp})
-    return done
-
-
 def prepare_data(cfg: PrepareConfig, progress=None) -> dict[str, Any]:
     """Run prepare-data. Returns the manifest (or, with dry_run, the plan summary). `progress`: a rich Progress."""
     cfg.validate()
@@ -339,7 +297,7 @@ def prepare_data(cfg: PrepareConfig, progress=None) -> dict[str, Any]:
 
     salt = _resolve_salt(cfg, out)
     fp = fingerprint(cfg, salt)
-    done = _earlier_entries(cfg, out, mpath, jpath, fp)
+    done = earlier_entries(out, mpath, jpath, fp, cfg.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     for name, _, _ in plan.shards:  # a crashed run's partial shards (only ours: other parts may be writing)
         for stale in out.glob(f".{name}.*.tmp"):
@@ -350,7 +308,7 @@ def prepare_data(cfg: PrepareConfig, progress=None) -> dict[str, Any]:
     entries: dict[str, dict] = {}
     pending = []
     for name, split, items in plan.shards:
-        if _still_valid(out, done.get(name), items):
+        if still_valid(out, done.get(name), items):
             entries[name] = done[name]
         else:
             pending.append((name, split, items))
@@ -366,8 +324,8 @@ def prepare_data(cfg: PrepareConfig, progress=None) -> dict[str, Any]:
         manifest = index(True)
         jpath.unlink(missing_ok=True)
     else:
-        manifest = _write_pending(cfg, source, salt, out, plan, pending, entries, mf.Journal(jpath, fp, entries.values()),
-                                  index, progress)
+        journal = mf.Journal(jpath, fp, entries.values())
+        manifest = _write_pending(cfg, source, salt, out, pending, entries, journal, index, progress)
     if cfg.contact_sheet and manifest["counts"]["total"]:
         write_contact_sheet(out, cfg.contact_sheet, only=[s["name"] for s in manifest["shards"]])
     if part and all((out / mf.part_manifest_name(i, part[1])).exists() for i in range(part[1])):
@@ -378,7 +336,7 @@ def prepare_data(cfg: PrepareConfig, progress=None) -> dict[str, Any]:
     return manifest
 
 
-def _write_pending(cfg, source, salt, out, plan, pending, entries, journal, index, progress) -> dict:
+def _write_pending(cfg, source, salt, out, pending, entries, journal, index, progress) -> dict:
     """Decode and write the shards still to do; each finished shard costs one journal line, not a manifest."""
     index(False)  # a reader sees an incomplete folder from now until the final index
     n_todo = sum(len(it) for _, _, it in pending)

@@ -155,7 +155,8 @@ class IuXraySource(Source):
             if rep is None:
                 continue
             mesh = [h.strip() for h in (rep.get("MeSH") or "").split(";") if h.strip()]
-            report = {"id": f"CXR{r['uid']}", "findings": rep.get("findings", ""), "impression": rep.get("impression", ""),
+            report = {"id": f"CXR{r['uid']}", "findings": rep.get("findings", ""),
+                      "impression": rep.get("impression", ""),
                       "indication": rep.get("indication", ""), "mesh_major": mesh}
             yield self._item(report, kaggle_image_id(r["filename"]), folder / r["filename"],
                              view_of(r["projection"], rep.get("image", "")))

@@ -10,7 +10,8 @@ from .base import Source, SourceItem, find_files, find_one, read_csv, safe_key
 
 class RsnaSource(Source):
     """rsna: ROOT = the RSNA Pneumonia challenge folder with stage_2_train_labels.csv (patientId, x, y, width,
-    height, Target; several rows per image) and stage_2_train_images/{patientId}.dcm next to it (Kaggle's download; ROOT may be a level up).
+    height, Target; several rows per image) and stage_2_train_images/{patientId}.dcm next to it (Kaggle's
+    download; ROOT may be a level up).
 
     Labels: Pneumonia = 1 when any row of the image has Target 1; the boxes are kept in extra.boxes as fractions
     of the image width/height [x, y, width, height], so they survive resizing. View from the DICOM header. Split: train/val/test at patient level

@@ -46,7 +46,8 @@ class VindrCxrSource(Source):
     def _tables(self) -> list[tuple[str, Path, str]]:
         found = []
         for split, official in (("train", "trainval"), ("test", "test")):
-            for cand in (self.base / "annotations" / f"image_labels_{split}.csv", self.base / f"image_labels_{split}.csv"):
+            for cand in (self.base / "annotations" / f"image_labels_{split}.csv",
+                         self.base / f"image_labels_{split}.csv"):
                 if cand.is_file():
                     found.append((official, cand, "wide"))
                     break
