@@ -26,7 +26,7 @@ class DirListings:
         parent, name = os.path.split(folder)
         if parent != folder and name:
             above = self.names(parent)
-            if above is not None and name not in above:  # known missing without asking the file system
+            if above is None or name not in above:  # known missing without asking the file system
                 self._names[folder] = None
                 return None
         try:
@@ -37,7 +37,10 @@ class DirListings:
         return listing
 
     def exists(self, path: str | os.PathLike) -> bool:
-        folder, name = os.path.split(os.path.abspath(path))
+        path = os.fspath(path)
+        if not os.path.isabs(path) or "/." in path:  # normalise only when needed: 377K abspath calls cost seconds
+            path = os.path.abspath(path)
+        folder, name = os.path.split(path)
         listing = self.names(folder)
         return listing is not None and name in listing
 
@@ -48,9 +51,9 @@ def split_present(paths: Iterable[str | os.PathLike | None]) -> list[bool]:
     return [p is None or listings.exists(p) for p in paths]
 
 
-def _group(rel: tuple[str, ...], depth: int) -> str:
-    folders = rel[:-1][:depth]
-    return "/".join(folders) if folders else "."
+def _group(rel: str, depth: int) -> str:
+    folders = rel.split(os.sep, depth)[:-1]
+    return "/".join(folders[:depth]) if folders else "."
 
 
 def missing_summary(paths: list[str], present: list[bool], base: str | os.PathLike, what: str = "") -> dict:
@@ -60,10 +63,8 @@ def missing_summary(paths: list[str], present: list[bool], base: str | os.PathLi
     folders: 'files/p10' for MIMIC, 'images_001/images' for NIH), so the text can say e.g. "only files/p10 present".
     """
     base = os.path.abspath(base)
-    rels = []
-    for p in paths:
-        r = os.path.relpath(os.path.abspath(p), base)
-        rels.append(tuple(r.split(os.sep)) if not r.startswith("..") else ("(outside ROOT)", r))
+    prefix = base.rstrip(os.sep) + os.sep
+    rels = [_relative(os.fspath(p), prefix) for p in paths]
     depth = 2
     if len({_group(r, 2) for r in rels}) > MAX_GROUPS:
         depth = 1
@@ -77,6 +78,14 @@ def missing_summary(paths: list[str], present: list[bool], base: str | os.PathLi
            "groups": dict(sorted(groups.items())), "examples": [str(p) for p in missing[:3]]}
     out["text"] = describe_missing(out)
     return out
+
+
+def _relative(path: str, prefix: str) -> str:
+    if not path.startswith(prefix):  # rare (relative or outside ROOT): the exact but slower way
+        path = os.path.abspath(path)
+        if not path.startswith(prefix):
+            return "(outside ROOT)" + os.sep + os.path.basename(path)
+    return path[len(prefix):]
 
 
 def describe_missing(s: dict) -> str:
