@@ -233,7 +233,7 @@ def test_iu_xray_source_from_a_tgz_and_pngs(tmp_path):
     assert rec.findings.startswith("The cardiac silhouette") and rec.labels["No Finding"] == 1
     m = prepare_data(PrepareConfig(dataset="iu-xray", root=str(tmp_path), out=str(tmp_path / "o"), size=32, salt="s", contact_sheet=0))
     assert m["counts"]["total"] == len(ids) - 1 and m["rejected"] == []
-    assert m["missing"]["missing"] == 1 and m["missing"]["examples"] == [str(tmp_path / "NLMCXR_png" / f"{ids[-1]}.png")]
+    assert m["missing"]["missing"] == 1 and m["missing"]["groups"] == {"NLMCXR_png": [len(ids) - 1, len(ids)]}
 
 
 def test_vindr_ribcxr_polygons_to_20_masks(tmp_path):

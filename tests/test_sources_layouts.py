@@ -210,3 +210,36 @@ def test_imagenome_resized_copy_without_metadata_is_refused_with_a_reason(tmp_pa
     assert "resized MIMIC-CXR-JPG copy" in m["rejected"][0]["reason"]
     assert any("images_to_avoid.csv" in w for w in m["source"]["warnings"])
     assert any("metadata" in w for w in m["source"]["warnings"])
+
+
+# ------------------------------------------------------------------------------------------- ROOT one level up
+
+def test_mimic_padchest_brax_read_with_root_one_level_up(tmp_path):
+    """Every reader finds its parts relative to the anchor file, so ROOT may be the folder above the dataset."""
+    import csv
+    import gzip
+    from PIL import Image
+    from radjepa_cli.data.embedded import package_file
+    from radjepa_cli.data.labels import CHEXPERT_14
+    from test_prepare_partial import mimic_tree, save_jpg
+    for i, p in enumerate(mimic_tree(tmp_path / "mimic" / "physionet.org" / "mimic-cxr-jpg" / "2.1.0",
+                                     subjects_per_folder=1, folders=(10,))):
+        save_jpg(p, i)
+    with gzip.open(package_file("torchxrayvision", "data",
+                                "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"), "rt") as f:
+        rows = [next(f).rstrip("\n") for _ in range(3)]
+    pad = tmp_path / "padchest" / "BIMCV-PadChest-FULL"
+    pad.mkdir(parents=True)
+    (pad / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv").write_text("\n".join(rows) + "\n")
+    for i, r in enumerate(csv.DictReader(rows)):
+        (pad / r["ImageDir"]).mkdir(exist_ok=True)
+        Image.fromarray((image(i) * 4095).astype(np.uint16)).save(pad / r["ImageDir"] / r["ImageID"])
+    brax = tmp_path / "brax" / "brax-1.1.0"
+    brax.mkdir(parents=True)
+    (brax / "master_spreadsheet_update.csv").write_text(
+        f"DicomPath,PngPath,PatientID,AccessionNumber,ViewPosition,{','.join(CHEXPERT_14)}\n"
+        f"images/id_1/s1/a.dcm,images/id_1/s1/a.png,id_1,ACC123,PA,,1,,,,,,,,,,,,\n")
+    save_png(brax / "images/id_1/s1/a.png", image(0))
+    for name, folder, n in (("mimic-cxr", "mimic", 2), ("padchest", "padchest", 2), ("brax", "brax", 1)):
+        items = list(get_source(name, tmp_path / folder).items())
+        assert len(items) == n and all(it.path.is_file() for it in items), name

@@ -57,10 +57,11 @@ def _group(rel: str, depth: int) -> str:
 
 
 def missing_summary(paths: list[str], present: list[bool], base: str | os.PathLike, what: str = "") -> dict:
-    """{'listed', 'missing', 'groups': {folder: [present, listed]}, 'examples', 'base', 'text'}.
+    """{'listed', 'missing', 'groups': {folder: [present, listed]}, 'base', 'what', 'text'}.
 
     Folders are the paths' first one or two directories below `base` (two when that gives at most MAX_GROUPS
     folders: 'files/p10' for MIMIC, 'images_001/images' for NIH), so the text can say e.g. "only files/p10 present".
+    No example file paths: the summary goes into manifest.json, and file names can embed patient ids.
     """
     base = os.path.abspath(base)
     prefix = base.rstrip(os.sep) + os.sep
@@ -73,9 +74,8 @@ def missing_summary(paths: list[str], present: list[bool], base: str | os.PathLi
         g = groups.setdefault(_group(r, depth), [0, 0])
         g[0] += ok
         g[1] += 1
-    missing = [p for p, ok in zip(paths, present) if not ok]
-    out = {"listed": len(paths), "missing": len(missing), "base": base, "what": what,
-           "groups": dict(sorted(groups.items())), "examples": [str(p) for p in missing[:3]]}
+    out = {"listed": len(paths), "missing": len(paths) - sum(present), "base": base, "what": what,
+           "groups": dict(sorted(groups.items()))}
     out["text"] = describe_missing(out)
     return out
 
@@ -99,7 +99,7 @@ def describe_missing(s: dict) -> str:
     none = [g for g, (ok, n) in groups.items() if ok == 0]
     part = [f"{g} ({ok:,} of {n:,})" for g, (ok, n) in groups.items() if 0 < ok < n]
     if not full and not part:
-        lines = [f"{head}: none of them found (looked for e.g. {s['examples'][0]})"]
+        lines = [f"{head}: none of them found (looked under {_abbrev(list(groups))})"]
     elif len(groups) > 1 and len(full) + len(part) <= len(groups) // 2 + 1:
         lines = [f"{head}: only {', '.join(full + part)} present"]
     else:
@@ -110,8 +110,6 @@ def describe_missing(s: dict) -> str:
             lines.append(f"partly present: {', '.join(part)}")
     if none and (full or part):
         lines.append(f"absent: {_abbrev(none)}")
-    if s["examples"] and (full or part):
-        lines.append(f"e.g. {s['examples'][0]}")
     return "; ".join(lines) + ". Is the download complete, and is ROOT the dataset's folder?"
 
 
