@@ -74,9 +74,10 @@ def test_partial_mimic_plans_only_present_images_and_summarises_the_rest(tmp_pat
     assert all(s["samples"] > 0 for s in m["shards"]) and m["empty_shards"] == []
     tars = sorted(p.name for p in (tmp_path / "o").glob("*.tar"))
     assert tars == sorted(s["name"] for s in m["shards"]) and len(tars) == 3  # 4 train + 2 test, 2 a shard
-    assert m["missing"]["missing"] == 54 and m["missing"]["groups"]["files/p10"] == [6, 6]
-    assert "54 of 60 images" in m["missing"]["text"] and "only files/p10 present" in m["missing"]["text"]
-    assert res.output.count("missing:") == 1 and "only files/p10 present" in res.output
+    assert m["missing"]["missing"] == 54 and m["missing"]["groups"]["p10"] == [6, 6]
+    assert m["missing"]["groups"]["p19"] == [0, 6] and m["missing"]["base"] == str(tmp_path / "mimic" / "files")
+    assert "54 of 60 images" in m["missing"]["text"] and "only p10 present" in m["missing"]["text"]
+    assert res.output.count("missing:") == 1 and "only p10 present" in res.output
     # --n counts usable images: 4 of the 6 present, not 4 of 60 rows (which may all be absent)
     m = prepare_data(PrepareConfig(dataset="mimic-cxr", root=str(tmp_path / "mimic"), out=str(tmp_path / "n"),
                                    n=4, size=32, salt="s", contact_sheet=0))

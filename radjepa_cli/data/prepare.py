@@ -28,7 +28,7 @@ from typing import Any, Iterator
 from ..io import read_json, write_json
 from . import manifest as mf
 from .decode import DecodeError
-from .presence import missing_summary, split_present
+from .presence import absolute, common_folder, missing_summary, split_present
 from .resume import earlier_entries, file_state, plan_digest, still_valid
 from .record import SPLITS
 from .shards import ShardWriter, encode_record, file_sha256, shard_name
@@ -125,9 +125,9 @@ def present_items(source: Source, items: list[SourceItem]) -> tuple[list[SourceI
     present = split_present(it.path for it in items)
     if all(present):
         return items, None
-    listed = [(str(it.path), ok) for it, ok in zip(items, present) if it.path is not None]
-    base = source.root if source.root is not None else os.path.commonpath([p for p, _ in listed])
-    summary = missing_summary([p for p, _ in listed], [ok for _, ok in listed], base, what=source.name)
+    listed = [(absolute(it.path), ok) for it, ok in zip(items, present) if it.path is not None]
+    paths = [p for p, _ in listed]
+    summary = missing_summary(paths, [ok for _, ok in listed], common_folder(paths), what=source.name)
     return [it for it, ok in zip(items, present) if ok], summary
 
 

@@ -13,6 +13,12 @@ from typing import Iterable
 MAX_GROUPS = 24  # a missing-files summary names at most this many folders
 
 
+def absolute(path: str | os.PathLike) -> str:
+    """os.path.abspath only where needed (relative or '..' paths): 377K abspath calls cost seconds."""
+    path = os.fspath(path)
+    return path if os.path.isabs(path) and "/." not in path else os.path.abspath(path)
+
+
 class DirListings:
     """`exists(path)` from cached directory listings: each directory is listed at most once."""
 
@@ -37,10 +43,7 @@ class DirListings:
         return listing
 
     def exists(self, path: str | os.PathLike) -> bool:
-        path = os.fspath(path)
-        if not os.path.isabs(path) or "/." in path:  # normalise only when needed: 377K abspath calls cost seconds
-            path = os.path.abspath(path)
-        folder, name = os.path.split(path)
+        folder, name = os.path.split(absolute(path))
         listing = self.names(folder)
         return listing is not None and name in listing
 
@@ -51,40 +54,47 @@ def split_present(paths: Iterable[str | os.PathLike | None]) -> list[bool]:
     return [p is None or listings.exists(p) for p in paths]
 
 
-def _group(rel: str, depth: int) -> str:
-    folders = rel.split(os.sep, depth)[:-1]
-    return "/".join(folders[:depth]) if folders else "."
-
-
 def missing_summary(paths: list[str], present: list[bool], base: str | os.PathLike, what: str = "") -> dict:
-    """{'listed', 'missing', 'groups': {folder: [present, listed]}, 'base', 'what', 'text'}.
+    """{'listed', 'missing', 'base', 'what', 'folders', 'groups': {folder: [present, listed]} | None, 'text'}.
 
-    Folders are the paths' first one or two directories below `base` (two when that gives at most MAX_GROUPS
-    folders: 'files/p10' for MIMIC, 'images_001/images' for NIH), so the text can say e.g. "only files/p10 present".
-    No example file paths: the summary goes into manifest.json, and file names can embed patient ids.
+    Folders are the first level below `base` (common_folder: MIMIC's p10 … p19, NIH's images_001 …, CheXpert's
+    AIMI batches), so the text can say "only p10 present". With more than MAX_GROUPS folders (patient folders)
+    none is named, and no file path is ever given: the summary goes into manifest.json, and names below the
+    download's own parts can be patient ids.
     """
     base = os.path.abspath(base)
     prefix = base.rstrip(os.sep) + os.sep
-    rels = [_relative(os.fspath(p), prefix) for p in paths]
-    depth = 2
-    if len({_group(r, 2) for r in rels}) > MAX_GROUPS:
-        depth = 1
-    groups: dict[str, list[int]] = {}
-    for r, ok in zip(rels, present):
-        g = groups.setdefault(_group(r, depth), [0, 0])
+    counts: dict[str, list[int]] = {}
+    for p, ok in zip(paths, present):
+        rel = _relative(os.fspath(p), prefix)
+        g = counts.setdefault(rel.split(os.sep, 1)[0] if os.sep in rel else ".", [0, 0])
         g[0] += ok
         g[1] += 1
     out = {"listed": len(paths), "missing": len(paths) - sum(present), "base": base, "what": what,
-           "groups": dict(sorted(groups.items()))}
+           "folders": [len(counts), sum(1 for ok, _ in counts.values() if ok)],
+           "groups": dict(sorted(counts.items())) if len(counts) <= MAX_GROUPS else None}
     out["text"] = describe_missing(out)
     return out
+
+
+def common_folder(paths: list[str]) -> str:
+    """The deepest folder above every path (absolute paths): where the summary's folder names start, e.g.
+    MIMIC's files/ (so its groups are p10 … p19) whatever ROOT was. min/max keep it linear on 377K paths."""
+    if not paths:
+        return os.sep
+    lo, hi = min(paths), max(paths)
+    prefix = os.path.commonprefix([lo, hi])
+    folder = prefix if prefix.endswith(os.sep) else os.path.dirname(prefix)
+    if os.path.dirname(lo) == os.path.dirname(hi) == folder.rstrip(os.sep):
+        folder = os.path.dirname(folder.rstrip(os.sep))  # all in one folder: name that folder, not '.'
+    return folder.rstrip(os.sep) or os.sep
 
 
 def _relative(path: str, prefix: str) -> str:
     if not path.startswith(prefix):  # rare (relative or outside ROOT): the exact but slower way
         path = os.path.abspath(path)
         if not path.startswith(prefix):
-            return "(outside ROOT)" + os.sep + os.path.basename(path)
+            return "(outside " + prefix.rstrip(os.sep) + ")" + os.sep + os.path.basename(path)
     return path[len(prefix):]
 
 
@@ -95,21 +105,21 @@ def describe_missing(s: dict) -> str:
     head = f"{s['missing']:,} of {s['listed']:,} images{' listed in ' + s['what'] if s['what'] else ''} are " \
            f"not on disk under {s['base']}"
     groups = s["groups"]
-    full = [g for g, (ok, n) in groups.items() if ok == n]
-    none = [g for g, (ok, n) in groups.items() if ok == 0]
-    part = [f"{g} ({ok:,} of {n:,})" for g, (ok, n) in groups.items() if 0 < ok < n]
-    if not full and not part:
-        lines = [f"{head}: none of them found (looked under {_abbrev(list(groups))})"]
-    elif len(groups) > 1 and len(full) + len(part) <= len(groups) // 2 + 1:
-        lines = [f"{head}: only {', '.join(full + part)} present"]
+    if groups is None:
+        lines = [f"{head}: images found in {s['folders'][1]:,} of its {s['folders'][0]:,} folders"]
     else:
-        lines = [head]
-        if full:
-            lines.append(f"complete: {', '.join(full)}")
-        if part:
-            lines.append(f"partly present: {', '.join(part)}")
-    if none and (full or part):
-        lines.append(f"absent: {_abbrev(none)}")
+        full = [g for g, (ok, n) in groups.items() if ok == n]
+        none = [g for g, (ok, n) in groups.items() if ok == 0]
+        part = [f"{g} ({ok:,} of {n:,})" for g, (ok, n) in groups.items() if 0 < ok < n]
+        if not full and not part:
+            lines = [f"{head}: none of them found (looked in {_abbrev(list(groups))})"]
+        elif len(groups) > 1 and len(full) + len(part) <= len(groups) // 2 + 1:
+            lines = [f"{head}: only {', '.join(full + part)} present"]
+        else:
+            lines = [head] + ([f"complete: {', '.join(full)}"] if full else []) + \
+                ([f"partly present: {', '.join(part)}"] if part else [])
+        if none and (full or part):
+            lines.append(f"absent: {_abbrev(none)}")
     return "; ".join(lines) + ". Is the download complete, and is ROOT the dataset's folder?"
 
 

@@ -42,7 +42,6 @@ class Source:
 
     name: str = "source"
     max_megapixels: float = 200.0
-    root: Path | None = None  # where missing files are reported relative to
 
     def note(self, text: str) -> None:
         """What the source read or decided (printed by prepare-data and kept in the manifest)."""
