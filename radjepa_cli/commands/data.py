@@ -18,7 +18,9 @@ def register(app: typer.Typer) -> None:
     @app.command("prepare-data", help=(
         "Turn a chest X-ray collection into WebDataset shards ({split}-{index:06d}.tar: {key}.png, {key}.json, "
         "optional {key}.masks.npz) plus manifest.json (counts, label prevalences, sha256 per shard, every rejected "
-        "input with its reason). Reruns resume; patient ids are stored only as salted hashes.\n\n"
+        "input with its reason). Images a dataset's CSV lists but that are not on disk (a partial download) are "
+        "left out with one summary by folder. Reruns resume, retrying inputs that were missing or unreadable; "
+        "patient ids are stored only as salted hashes.\n\n"
         "Exit code: 0 (with a warning summary when some inputs were rejected); 1 when nothing usable remains or "
         "under --strict at the first bad input.\n\nDATASET and the ROOT layout it expects:\n\n" + _datasets_help()))
     def prepare_data_cmd(
