@@ -60,6 +60,8 @@ class ChexpertSource(Source):
             if hits:
                 self.csvs.append((split, hits[0]))
                 self.note(f"read {hits[0]}")
+        if not any(split == "val" for split, _ in self.csvs):
+            self.warn(f"no valid.csv under {self.root}: CheXpert's official validation set is absent")
         if not any(split == "train" for split, _ in self.csvs):
             raise FileNotFoundError(f"no train.csv in {self.root} or up to 4 folders below it: expected CheXpert's "
                                     "label CSVs (CheXpert-v1.0-small/train.csv, or the AIMI download's "

@@ -59,6 +59,9 @@ class ImagenomeSource(Source):
                         out[r["dicom_id"]] = split
                         if not split:
                             avoid.add(r["dicom_id"])
+        if not out:
+            self.warn(f"no silver_dataset/splits/{{train,valid,test}}.csv under {self.root}: ImaGenome's official "
+                      "split is unknown, so a hashed patient-level split is used")
         if not avoid:
             self.warn(f"no splits/images_to_avoid.csv under {self.root}: ImaGenome's gold-standard images cannot be "
                       "kept out of the training split")

@@ -56,6 +56,9 @@ class VindrCxrSource(Source):
                     found.append((official, self.base / f"{split}.csv", "long"))
         for _, csv, _ in found:
             self.note(f"read {csv}")
+        if not any(split == "test" for split, _, _ in found):
+            self.warn(f"no VinDr-CXR test labels (annotations/image_labels_test.csv) under {self.base}: no official "
+                      "test split, so only train/val shards are written")
         return found
 
     def _image(self, split_dir: str, image_id: str) -> Path:
