@@ -44,7 +44,9 @@ class ImagenomeSource(Source):
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.graphs = sorted(self.root.rglob("*_SceneGraph.json"))
+        folders = find_files(self.root, ("scene_graph",), dirs=True)  # not a walk through the MIMIC images
+        self.graphs = sorted(folders[0].glob("*_SceneGraph.json")) if folders else []
+        self.graphs = self.graphs or sorted(self.root.rglob("*_SceneGraph.json"))
         if not self.graphs:
             raise FileNotFoundError(f"no *_SceneGraph.json under {self.root}: expected Chest ImaGenome scene graphs")
 
