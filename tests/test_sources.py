@@ -224,7 +224,7 @@ def test_iu_xray_source_from_a_tgz_and_pngs(tmp_path):
             dst.addfile(m, src.extractfile(m))
     ids = [i for n in ("1", "2") for i in parse_report(
         tarfile.open(iu_xray_reports()).extractfile(f"ecgen-radiology/{n}.xml").read())["images"]]
-    for i, image_id in enumerate(ids[:-1]):  # the last image is missing: rejected at load, not fatal
+    for i, image_id in enumerate(ids[:-1]):  # the last image is missing: summarised, not fatal
         save_png(tmp_path / "NLMCXR_png" / f"{image_id}.png", phantom(i))
     src = get_source("iu-xray", tmp_path)
     items = list(src.items())
@@ -232,8 +232,8 @@ def test_iu_xray_source_from_a_tgz_and_pngs(tmp_path):
     rec = src.load(items[0])
     assert rec.findings.startswith("The cardiac silhouette") and rec.labels["No Finding"] == 1
     m = prepare_data(PrepareConfig(dataset="iu-xray", root=str(tmp_path), out=str(tmp_path / "o"), size=32, salt="s", contact_sheet=0))
-    assert m["counts"]["total"] == len(ids) - 1 and len(m["rejected"]) == 1
-    assert "cannot read file" in m["rejected"][0]["reason"]
+    assert m["counts"]["total"] == len(ids) - 1 and m["rejected"] == []
+    assert m["missing"]["missing"] == 1 and m["missing"]["groups"] == {"NLMCXR_png": [len(ids) - 1, len(ids)]}
 
 
 def test_vindr_ribcxr_polygons_to_20_masks(tmp_path):

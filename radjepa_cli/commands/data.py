@@ -18,7 +18,9 @@ def register(app: typer.Typer) -> None:
     @app.command("prepare-data", help=(
         "Turn a chest X-ray collection into WebDataset shards ({split}-{index:06d}.tar: {key}.png, {key}.json, "
         "optional {key}.masks.npz) plus manifest.json (counts, label prevalences, sha256 per shard, every rejected "
-        "input with its reason). Reruns resume; patient ids are stored only as salted hashes.\n\n"
+        "input with its reason). Images a dataset's CSV lists but that are not on disk (a partial download) are "
+        "left out with one summary by folder. Reruns resume, retrying inputs that were missing or unreadable; "
+        "patient ids are stored only as salted hashes.\n\n"
         "Exit code: 0 (with a warning summary when some inputs were rejected); 1 when nothing usable remains or "
         "under --strict at the first bad input.\n\nDATASET and the ROOT layout it expects:\n\n" + _datasets_help()))
     def prepare_data_cmd(
@@ -86,7 +88,19 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(_print_summary(console, m, out))
 
 
+def _print_inputs(console, m: dict) -> None:
+    """What the reader read, what it had to guess (loud), and which listed images are not on disk (one summary)."""
+    about = m.get("source") or {}
+    for note in about.get("notes", []):
+        console.print(f"[dim]{note}[/dim]", soft_wrap=True)
+    for w in about.get("warnings", []):
+        console.print(f"[bold yellow]WARNING:[/bold yellow] {w}", soft_wrap=True)
+    if (m.get("missing") or {}).get("text"):
+        console.print(f"[yellow]missing:[/yellow] {m['missing']['text']}", soft_wrap=True)
+
+
 def _print_plan(console, plan: dict) -> None:
+    _print_inputs(console, plan)
     console.print(f"[bold]dry run[/bold]: {plan['items']} items in {len(plan['shards'])} shard(s) "
                   f"(of {plan['total_shards']} planned) → {plan['out']}")
     for s in plan["shards"]:
@@ -100,6 +114,7 @@ def _print_plan(console, plan: dict) -> None:
 def _print_summary(console, m: dict, out: Path) -> int:
     from rich.table import Table
 
+    _print_inputs(console, m)
     counts = m["counts"]
     table = Table(title=f"{out}/manifest ({'complete' if m['complete'] else 'INCOMPLETE'})")
     for col in ("dataset", "split", "views", "samples"):

@@ -1,10 +1,13 @@
 """prepare-data: any source → WebDataset shards + manifest.json (DESIGN.md shard contract).
 
-Plan (cheap, deterministic): enumerate items → patient-level split (official, else a hash of (seed, patient))
+Plan (cheap, deterministic): enumerate items → keep those whose image is on disk (one grouped summary of the
+absent ones; presence.py) → patient-level split (official, else a hash of (seed, patient))
 → filters (excluded subjects, views, frontal:lateral ratio, split, --n) → shards of `shard_size` items per split
 → this part's shards (`--part i/N` takes every N-th). Write: items are decoded/resized/encoded in worker processes,
-in order, and the main process streams them into tars (temp file + rename) and updates the manifest after each shard.
-A rerun with the same configuration skips shards whose sha256 matches the manifest and rewrites the rest.
+in order, and the main process streams them into tars (temp file + rename) and appends one journal line per finished
+shard; manifest.json, the index of those lines, is written when the run starts and when it ends. A shard whose inputs
+were all rejected is recorded but not written. A rerun with the same configuration keeps shards whose planned keys,
+sha256 and rejected inputs (size, mtime) are unchanged and rewrites the rest; --overwrite redoes everything.
 Patient ids leave the process only as salted hashes; bad inputs are rejected with their reason, never fatal
 (unless --strict).
 """
@@ -25,6 +28,8 @@ from typing import Any, Iterator
 from ..io import read_json, write_json
 from . import manifest as mf
 from .decode import DecodeError
+from .presence import absolute, common_folder, missing_summary, split_present
+from .resume import earlier_entries, file_state, plan_digest, still_valid
 from .record import SPLITS
 from .shards import ShardWriter, encode_record, file_sha256, shard_name
 from .sources import Source, SourceItem, get_source
@@ -111,6 +116,19 @@ class Plan:
     total_shards: int
     excluded: dict[str, int]
     rejected: list[dict]                              # found while planning (duplicate keys)
+    missing: dict | None = None                       # presence.missing_summary of listed-but-absent images
+    all_names: tuple[str, ...] = ()                   # every part's shard names (stale-shard cleanup)
+
+
+def present_items(source: Source, items: list[SourceItem]) -> tuple[list[SourceItem], dict | None]:
+    """The items whose image is on disk, and (when some are not) a grouped summary of the absent ones."""
+    present = split_present(it.path for it in items)
+    if all(present):
+        return items, None
+    listed = [(absolute(it.path), ok) for it, ok in zip(items, present) if it.path is not None]
+    paths = [p for p, _ in listed]
+    summary = missing_summary(paths, [ok for _, ok in listed], common_folder(paths), what=source.name)
+    return [it for it, ok in zip(items, present) if ok], summary
 
 
 def make_plan(cfg: PrepareConfig, source: Source) -> Plan:
@@ -121,12 +139,16 @@ def make_plan(cfg: PrepareConfig, source: Source) -> Plan:
         exclude = {ln.strip() for ln in Path(cfg.exclude_subjects).read_text().splitlines() if ln.strip()}
     views = {v.strip().upper() for v in cfg.views.split(",")} if cfg.views else None
     seen: set[str] = set()
-    items: list[SourceItem] = []
+    listed: list[SourceItem] = []
     for it in source.items():
         if it.key in seen:
             rejected.append({"key": it.key, "path": str(it.path or ""), "reason": "duplicate key in the dataset"})
             continue
         seen.add(it.key)
+        listed.append(it)
+    found, missing = present_items(source, listed)  # before --n: it counts usable images
+    items: list[SourceItem] = []
+    for it in found:
         if it.split is None:
             it.split = assign_split(cfg.seed, it.patient, cfg.val_frac, cfg.test_frac)
         elif it.split == "trainval":  # official training set: carve out a patient-level validation split
@@ -158,11 +180,11 @@ def make_plan(cfg: PrepareConfig, source: Source) -> Plan:
         chunk = [it for it in items if it.split == split]
         for j in range(0, len(chunk), cfg.shard_size):
             shards.append((shard_name(split, j // cfg.shard_size), split, chunk[j:j + cfg.shard_size]))
-    total = len(shards)
+    total, names = len(shards), tuple(name for name, _, _ in shards)
     if cfg.part:
         i, n = parse_part(cfg.part)
         shards = [s for k, s in enumerate(shards) if k % n == i]
-    return Plan(shards, total, dict(excluded), rejected)
+    return Plan(shards, total, dict(excluded), rejected, missing, names)
 
 
 # ----------------------------------------------------------------------------------------- worker side
@@ -187,10 +209,11 @@ def _process(item: SourceItem) -> tuple[str, Any]:
         files = encode_record(rec, w["size"], w["bits"])
         return "ok", (item.key, files, rec.meta(), sorted(rec.masks))
     except DecodeError as e:
-        return "rejected", {"key": item.key, "path": e.path, "reason": e.reason}
+        return "rejected", {"key": item.key, "path": e.path, "reason": e.reason, "state": file_state(e.path)}
     except Exception as e:  # noqa: BLE001 - one odd file must not stop a 800K-image run; reason is recorded
-        return "rejected", {"key": item.key, "path": str(item.path or item.key),
-                            "reason": f"unexpected {type(e).__name__}: {e}"}
+        path = str(item.path or item.key)
+        return "rejected", {"key": item.key, "path": path, "reason": f"unexpected {type(e).__name__}: {e}",
+                            "state": file_state(path)}
 
 
 def n_workers(requested: int) -> int:
@@ -262,56 +285,69 @@ def prepare_data(cfg: PrepareConfig, progress=None) -> dict[str, Any]:
     plan = make_plan(cfg, source)
     part = parse_part(cfg.part) if cfg.part else None
     mpath = out / (mf.part_manifest_name(*part) if part else mf.MANIFEST)
+    jpath = out / mf.journal_name(mpath.name)
+    about = {"notes": list(getattr(source, "notes", [])), "warnings": list(getattr(source, "warnings", []))}
 
     if cfg.dry_run:
         return {"dry_run": True, "out": str(out), "part": cfg.part, "total_shards": plan.total_shards,
                 "shards": [{"name": n, "split": s, "items": len(it),
                             "exists": (out / n).exists()} for n, s, it in plan.shards],
                 "items": sum(len(it) for _, _, it in plan.shards), "excluded": plan.excluded,
-                "rejected": plan.rejected}
+                "rejected": plan.rejected, "missing": plan.missing, "source": about}
 
     salt = _resolve_salt(cfg, out)
     fp = fingerprint(cfg, salt)
-    done: dict[str, dict] = {}
-    if mpath.exists():
-        old = read_json(mpath)
-        if old.get("fingerprint") != fp:
-            if not cfg.overwrite:
-                raise FileExistsError(f"{out} holds shards from a different configuration ({mpath.name} "
-                                      f"fingerprint {old.get('fingerprint')} != {fp}); use a new --out or --overwrite")
-            for s in old.get("shards", []):
-                (out / s["name"]).unlink(missing_ok=True)
-        else:
-            done = {s["name"]: s for s in old.get("shards", [])}
+    done = earlier_entries(out, mpath, jpath, fp, cfg.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     for name, _, _ in plan.shards:  # a crashed run's partial shards (only ours: other parts may be writing)
         for stale in out.glob(f".{name}.*.tmp"):
             stale.unlink(missing_ok=True)
+    for name in set(done) - set(plan.all_names):  # shards the plan no longer has (e.g. fewer images now)
+        (out / name).unlink(missing_ok=True)
 
     entries: dict[str, dict] = {}
     pending = []
     for name, split, items in plan.shards:
-        prev = done.get(name)
-        if prev and (out / name).is_file() and file_sha256(out / name) == prev["sha256"]:
-            entries[name] = prev
+        if still_valid(out, done.get(name), items):
+            entries[name] = done[name]
         else:
             pending.append((name, split, items))
     conf = public_config(cfg, salt)
 
-    def save(complete: bool) -> dict:
+    def index(complete: bool) -> dict:  # the manifest: written when the run starts work and when it ends
         m = mf.build_manifest(conf, fp, list(entries.values()), plan.excluded, complete, part, len(plan.shards),
-                              plan_rejected=plan.rejected)
+                              plan_rejected=plan.rejected, missing=plan.missing, source=about)
         write_json(mpath, m)
         return m
 
-    save(False)
+    if not pending:
+        manifest = index(True)
+        jpath.unlink(missing_ok=True)
+    else:
+        journal = mf.Journal(jpath, fp, entries.values())
+        manifest = _write_pending(cfg, source, salt, out, pending, entries, journal, index, progress)
+    if cfg.contact_sheet and manifest["counts"]["total"]:
+        write_contact_sheet(out, cfg.contact_sheet, only=[s["name"] for s in manifest["shards"]])
+    if part and all((out / mf.part_manifest_name(i, part[1])).exists() for i in range(part[1])):
+        try:  # the last part to finish merges (parts written into one shared folder)
+            manifest = mf.merge_part_manifests(out)
+        except ValueError as e:
+            warnings.warn(f"{out}: part manifests not merged ({e}); run `radjepa merge-manifests {out}`")
+    return manifest
+
+
+def _write_pending(cfg, source, salt, out, pending, entries, journal, index, progress) -> dict:
+    """Decode and write the shards still to do; each finished shard costs one journal line, not a manifest."""
+    index(False)  # a reader sees an incomplete folder from now until the final index
     n_todo = sum(len(it) for _, _, it in pending)
     task = progress.add_task(f"{cfg.dataset} → {out.name}", total=n_todo) if progress is not None else None
     results = _results(cfg, source, salt, [item for _, _, items in pending for item in items])
+    complete = False
     try:
         for name, split, items in pending:
             stats = mf.new_shard_stats()
-            with ShardWriter(out / name) as w:
+            w = ShardWriter(out / name)
+            try:
                 for _ in items:
                     status, payload = next(results)
                     if status == "rejected":
@@ -324,18 +360,21 @@ def prepare_data(cfg: PrepareConfig, progress=None) -> dict[str, Any]:
                         mf.add_sample(stats, meta, masks)
                     if task is not None:
                         progress.advance(task)
-            entries[name] = mf.shard_entry(name, split, w.count, w.sha256, w.nbytes, stats)
-            save(False)
+            except BaseException:
+                w.abort()
+                raise
+            if w.count:
+                w.close()
+            else:  # every input rejected: no empty tar, the rejections are still recorded
+                w.abort()
+                (out / name).unlink(missing_ok=True)
+            entries[name] = mf.shard_entry(name, split, w.count, w.sha256, w.nbytes, stats, plan_digest(items))
+            journal.append(entries[name])
+        complete = True
     finally:
         results.close()  # terminates the pool when the run stops early
-    manifest = save(True)
-    if cfg.contact_sheet and manifest["counts"]["total"]:
-        write_contact_sheet(out, cfg.contact_sheet, only=[name for name, _, _ in plan.shards])
-    if part and all((out / mf.part_manifest_name(i, part[1])).exists() for i in range(part[1])):
-        try:  # the last part to finish merges (parts written into one shared folder)
-            manifest = mf.merge_part_manifests(out)
-        except ValueError as e:
-            warnings.warn(f"{out}: part manifests not merged ({e}); run `radjepa merge-manifests {out}`")
+        manifest = index(complete)
+        journal.close(remove=complete)
     return manifest
 
 

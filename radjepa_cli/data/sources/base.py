@@ -7,6 +7,7 @@ keep only paths and small tables as attributes, never open file handles.
 from __future__ import annotations
 
 import csv
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,14 @@ class Source:
 
     name: str = "source"
     max_megapixels: float = 200.0
+
+    def note(self, text: str) -> None:
+        """What the source read or decided (printed by prepare-data and kept in the manifest)."""
+        self.__dict__.setdefault("notes", []).append(text)
+
+    def warn(self, text: str) -> None:
+        """Something the user must know, e.g. an official split list is absent and a hashed split is used."""
+        self.__dict__.setdefault("warnings", []).append(text)
 
     def items(self) -> Iterator[SourceItem]:
         raise NotImplementedError
@@ -80,13 +89,54 @@ def require(path: Path, what: str) -> Path:
     return path
 
 
-def find_one(root: Path, patterns: tuple[str, ...], what: str) -> Path:
-    """The first file matching any glob under root (top level first, then recursive)."""
-    for pat in patterns:
-        hits = sorted(root.glob(pat)) or sorted(root.rglob(pat))
-        if hits:
-            return hits[0]
-    raise FileNotFoundError(f"no {' or '.join(patterns)} under {root}: expected {what}")
+def find_files(root: Path, patterns: tuple[str, ...], depth: int = 4, dirs: bool = False) -> list[Path]:
+    """Files (or, with dirs=True, folders) matching the globs in `patterns`, searched breadth-first at most `depth`
+    folders below root: the shallowest level with a match wins, and there the earliest pattern (callers list an
+    official file's newest version first). Folders of more than BIG_FOLDER entries (image trees) are not entered,
+    so looking for a CSV next to 377K images costs a few listings, not a walk."""
+    import fnmatch
+    level = [root]
+    for _ in range(depth + 1):
+        entries = []  # (path, is_dir)
+        for folder in level:
+            try:
+                with os.scandir(folder) as it:
+                    entries.extend((Path(e.path), e.is_dir()) for e in it)
+            except OSError:
+                continue
+        for pat in patterns:
+            hits = sorted(p for p, is_dir in entries if is_dir == dirs and fnmatch.fnmatch(p.name, pat))
+            if hits:
+                return hits
+        level = [p for p, is_dir in entries if is_dir and not p.name.startswith(".") and _small(p)]
+        if not level:
+            break
+    return []
+
+
+BIG_FOLDER = 5000
+
+
+def _small(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as it:
+            return sum(1 for _ in zip(range(BIG_FOLDER + 1), it)) <= BIG_FOLDER
+    except OSError:
+        return False
+
+
+def find_one(root: Path, patterns: tuple[str, ...], what: str, source: "Source | None" = None) -> Path:
+    """The file a dataset is anchored on (see find_files), noted on `source` as read; FileNotFoundError naming
+    the patterns and ROOT when absent."""
+    hits = find_files(root, patterns)
+    if not hits:
+        raise FileNotFoundError(f"no {' or '.join(patterns)} in {root} or up to 4 folders below it: expected {what}")
+    if source is not None:
+        others = sorted({h.name for pat in patterns for h in find_files(hits[0].parent, (pat,), depth=0)}
+                        - {hits[0].name})
+        source.note(f"read {hits[0]}" + (f" (newest official version; also present: {', '.join(others)})"
+                                          if others else ""))
+    return hits[0]
 
 
 def row_labels(row: dict[str, str], names, where: str = "") -> dict[str, int | None]:
@@ -119,11 +169,15 @@ def shallow_glob(root: Path, pattern: str, depth: int = 4) -> list[Path]:
 
 
 def image_index(root: Path, exts: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm")) -> dict[str, Path]:
-    """Map file stem → path for every image under root (datasets that name files by id but nest them in folders)."""
+    """Map file stem → path for every image under root (datasets that name files by id but nest them in folders).
+    One os.walk (directory entries carry their type: no stat per file)."""
     out: dict[str, Path] = {}
-    for p in sorted(root.rglob("*")):
-        if p.suffix.lower() in exts and p.is_file():
-            out.setdefault(p.stem, p)
+    for folder, subdirs, files in os.walk(root):
+        subdirs.sort()
+        for f in sorted(files):
+            stem, ext = os.path.splitext(f)
+            if ext.lower() in exts and stem not in out:
+                out[stem] = Path(folder, f)
     return out
 
 

@@ -23,7 +23,8 @@ class BraxSource(Source):
 
     def __init__(self, root: str | Path, prefer: str = "png"):
         self.root = Path(root)
-        self.csv = find_one(self.root, ("master_spreadsheet*.csv", "*.csv"), "BRAX's master spreadsheet CSV")
+        self.csv = find_one(self.root, ("master_spreadsheet*.csv", "*.csv"), "BRAX's master spreadsheet CSV",
+                            source=self)
         self.prefer = prefer
 
     def items(self) -> Iterator[SourceItem]:
@@ -35,6 +36,6 @@ class BraxSource(Source):
             acc = r.get("AccessionNumber", "")  # raw here; prepare-data stores only a salted hash
             yield SourceItem(
                 key="brax-" + hashlib.sha256(rel.encode()).hexdigest()[:20], patient=r.get("PatientID") or rel, split=None,
-                view=normalize_view(r.get("ViewPosition")), path=self.root / rel,
+                view=normalize_view(r.get("ViewPosition")), path=self.csv.parent / rel,  # paths relative to the CSV
                 meta={"labels": row_labels(r, CHEXPERT_14, f"{self.csv} row {i + 2}: "),
                       "study": acc, "hash_study": True})

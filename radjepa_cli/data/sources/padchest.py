@@ -44,13 +44,14 @@ class PadChestSource(Source):
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.csv = find_one(self.root, ("PADCHEST_chest_x_ray_images_labels_*.csv*",), "PadChest's labels CSV")
+        self.csv = find_one(self.root, ("PADCHEST_chest_x_ray_images_labels_*.csv*",), "PadChest's labels CSV",
+                            source=self)
 
     def items(self) -> Iterator[SourceItem]:
         index = None
         for i, r in enumerate(read_csv(self.csv)):
             name = r["ImageID"]
-            path = self.root / r.get("ImageDir", "") / name
+            path = self.csv.parent / r.get("ImageDir", "") / name  # the numbered folders sit beside the CSV
             if not path.is_file():
                 index = index if index is not None else image_index(self.root, (".png",))
                 path = index.get(Path(name).stem, path)

@@ -5,12 +5,13 @@ from pathlib import Path
 from typing import Iterator
 
 from ..decode import DecodeError, normalize_view, read_dicom_header
-from .base import Source, SourceItem, find_one, read_csv, safe_key
+from .base import Source, SourceItem, find_files, find_one, read_csv, safe_key
 
 
 class RsnaSource(Source):
     """rsna: ROOT = the RSNA Pneumonia challenge folder with stage_2_train_labels.csv (patientId, x, y, width,
-    height, Target; several rows per image) and stage_2_train_images/{patientId}.dcm.
+    height, Target; several rows per image) and stage_2_train_images/{patientId}.dcm next to it (Kaggle's
+    download; ROOT may be a level up).
 
     Labels: Pneumonia = 1 when any row of the image has Target 1; the boxes are kept in extra.boxes as fractions
     of the image width/height [x, y, width, height], so they survive resizing. View from the DICOM header. Split: train/val/test at patient level
@@ -22,8 +23,15 @@ class RsnaSource(Source):
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.csv = find_one(self.root, ("stage_2_train_labels.csv", "stage_1_train_labels.csv"),
-                            "the RSNA train labels CSV")
-        self.images = self.root / self.csv.name.replace("_labels.csv", "_images")
+                            "the RSNA train labels CSV", source=self)
+        folder = self.csv.name.replace("_labels.csv", "_images")
+        self.images = self.csv.parent / folder  # the challenge's layout: images next to the labels CSV
+        if not self.images.is_dir():
+            hits = find_files(self.root, (folder,), dirs=True)
+            if not hits:
+                raise FileNotFoundError(f"no {folder}/ next to {self.csv} (where the labels CSV was found) nor under "
+                                        f"{self.root}: expected the RSNA DICOMs in {self.images}")
+            self.images = hits[0]
 
     def items(self) -> Iterator[SourceItem]:
         rows: dict[str, list[dict]] = {}
