@@ -1,6 +1,7 @@
 """Helpers shared by the Triton kernels: interpreter detection, dtype maps, matmul precision."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -12,6 +13,23 @@ def interpreting() -> bool:
     """Triton's CPU interpreter is on (tests). It computes bf16 arithmetic wrongly, so kernels upcast to fp32
     right after each load when this is true, and autotuning is restricted to one config."""
     return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+# Tests set this to run the bf16 load/cast/store code of the kernels under the interpreter (see `upcast`).
+NO_UPCAST = False
+
+
+def upcast() -> bool:
+    """Kernels' UPCAST flag: load tiles as fp32 under the interpreter, where bf16 arithmetic is wrong. A test turns it
+    off for dtypes where the interpreter computes right (fp16, fp32), so the cast-to-input-dtype paths the GPU
+    takes run in tests too."""
+    return interpreting() and not NO_UPCAST
+
+
+def device_guard(t: torch.Tensor):
+    """Launch on t's device: Triton launches on the *current* CUDA device, which is not t's for `cuda:1` tensors
+    in a process whose current device is 0 (benchmarks' --device cuda:1, or a rank that never called set_device)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 # Tests set this to fill every kernel output with NaN before the kernel runs, so unwritten elements show up.

@@ -2,7 +2,10 @@
 
 The interpreter tests check numerics but not what only the GPU compiler sees (layouts, shared memory, dot shape and
 dtype rules). This lowers each kernel variant the runtime can launch through TTIR → TTGIR → PTX → cubin with the
-ptxas that ships with triton, and reports shared memory per variant. Must run without TRITON_INTERPRET.
+ptxas that ships with triton, and reports shared memory per variant: every head dim the model presets produce
+(check.PRESET_HEAD_DIMS), every autotune config the runtime may try (`fused_attention.fits`), every dtype and
+layout (dense / key padding / varlen). `--quick` (the test) compiles bf16 with key padding at every head dim, in
+each kernel's biggest-tile config. Must run without TRITON_INTERPRET.
 """
 from __future__ import annotations
 
@@ -27,23 +30,38 @@ def _variants(quick: bool = False):
         yield (f"ema[{dt}]", ema._ema_kernel,
                {"tgt_tab": "*i64", "onl_tab": "*i64", "numel_tab": "*i64", "blk_tensor": "*i32", "blk_start": "*i64"},
                {"weight"}, dict(ONLINE={"fp32": tl.float32, "bf16": tl.bfloat16}[dt], ALIGNED=True, BLOCK=ema.BLOCK))
+    from .check import PRESET_HEAD_DIMS
     for dt in ("bf16",) if quick else ("bf16", "fp16", "fp32"):
-        for hd, bd in ((24, 32),) if quick else ((24, 32), (64, 64)):
-            for varlen in (False, True):
-                base = dict(HEAD_DIM=hd, BLOCK_D=bd, VARLEN=varlen, HAS_KPM=not varlen, UPCAST=False,
-                            PREC="ieee" if dt == "fp32" else "tf32")
-                base["CU" if not varlen else "KPM"] = None
+        for hd in PRESET_HEAD_DIMS:
+            for layout in ("kpm",) if quick else ("dense", "kpm", "varlen"):
+                varlen = layout == "varlen"
+                base = dict(HEAD_DIM=hd, BLOCK_D=fa._head_block(hd), VARLEN=varlen, HAS_KPM=layout == "kpm",
+                            UPCAST=False, PREC="ieee" if dt == "fp32" else "tf32")
                 ptrs = {n: f"*{dt}" for n in ("Q", "K", "V", "O", "DO", "DK", "DV", "DQ")}
                 ptrs.update(LSE="*fp32", DELTA="*fp32", KPM="*u8", CU="*i32")
-                tag = f"{dt},d{hd},{'varlen' if varlen else 'kpm'}"
-                for name, fn, tuned in (("attn_fwd", fa._attn_fwd, fa._fwd_kernel),
-                                        ("attn_dkdv", fa._attn_bwd_dkdv, fa._dkdv_kernel),
-                                        ("attn_dq", fa._attn_bwd_dq, fa._dq_kernel)):
-                    for cfg in tuned.configs[:1] if quick else tuned.configs:
+                for unused in ("KPM",) * (layout != "kpm") + ("CU",) * (not varlen):
+                    base[unused] = None
+                tag = f"{dt},d{hd},{layout}"
+                for name, fn in (("attn_fwd", fa._attn_fwd), ("attn_dkdv", fa._attn_bwd_dkdv),
+                                 ("attn_dq", fa._attn_bwd_dq)):
+                    tuned = fa.GPU_CONFIGS[name[5:]]
+                    # quick: the config with the biggest tiles (most shared memory / registers) of each kernel
+                    nbytes = {"fp32": 4, "fp16": 2, "bf16": 2}[dt]
+                    runnable = [c for c in tuned if fa.fits(c, base["BLOCK_D"], nbytes)]  # what autotune may try
+                    cfgs = [max(runnable, key=_tile_area)] if quick else runnable
+                    for cfg in cfgs:
                         consts = dict(base, **cfg.kwargs)
                         blk = f"{cfg.kwargs['BLOCK_M']}x{cfg.kwargs['BLOCK_N']}"
                         yield (f"{name}[{tag},{blk},w{cfg.num_warps}s{cfg.num_stages}]", fn, ptrs,
                                {"qk_scale", "sm_scale"}, consts, cfg.num_warps, cfg.num_stages)
+            if not quick:
+                yield (f"attn_bwd_pre[{dt},d{hd}]", fa._attn_bwd_pre, {"O": f"*{dt}", "DO": f"*{dt}",
+                       "DELTA": "*fp32", "CU": "*i32"}, set(),
+                       dict(HEAD_DIM=hd, BLOCK_D=fa._head_block(hd), VARLEN=False, BLOCK_M=64, CU=None), 4, 2)
+
+
+def _tile_area(cfg) -> tuple[int, int]:
+    return cfg.kwargs["BLOCK_M"] * cfg.kwargs["BLOCK_N"], cfg.num_stages
 
 
 def compile_all(arch: int = 90, only: str | None = None, quick: bool = False) -> list[tuple[str, int, float]]:
@@ -73,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability ×10 (90 = H100/H200)")
     ap.add_argument("--only", default=None, help="compile only variants whose name contains this")
-    ap.add_argument("--quick", action="store_true", help="bf16 and the first autotune config only (tests)")
+    ap.add_argument("--quick", action="store_true",
+                    help="bf16, key padding, each kernel's biggest-tile config, every head dim (tests)")
     args = ap.parse_args(argv)
     smem_limit = 227 * 1024 if args.arch >= 90 else 163 * 1024
     bad = 0

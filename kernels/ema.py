@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import TL_DTYPES, interpreting
+from ._common import TL_DTYPES, device_guard, interpreting
 
 BLOCK = 4096  # elements per program; small tensors (biases, norms) get one mostly-masked block
 
@@ -116,8 +116,9 @@ def ema_update_(target: list[torch.Tensor], online: list[torch.Tensor], momentum
             _PLANS.pop(next(iter(_PLANS)))
         _PLANS[key] = plans
     weight = 1.0 - float(momentum)
-    for p in plans:
-        grid = (p.blk_tensor.numel(),)
-        _ema_kernel[grid](p.tgt_tab, p.onl_tab, p.numel_tab, p.blk_tensor, p.blk_start, weight,
-                          ONLINE=TL_DTYPES[p.online_dtype], ALIGNED=p.aligned and not interpreting(),
-                          BLOCK=BLOCK, num_warps=8)
+    with device_guard(target[0]):
+        for p in plans:
+            grid = (p.blk_tensor.numel(),)
+            _ema_kernel[grid](p.tgt_tab, p.onl_tab, p.numel_tab, p.blk_tensor, p.blk_start, weight,
+                              ONLINE=TL_DTYPES[p.online_dtype], ALIGNED=p.aligned and not interpreting(),
+                              BLOCK=BLOCK, num_warps=8)

@@ -18,9 +18,14 @@ import triton
 import triton.language as tl
 
 from . import _common
-from ._common import check_device, configs, dot_precision, interpreting, to_dtype
+from ._common import check_device, configs, device_guard, dot_precision, interpreting, to_dtype, upcast
 
 LOG2E = 1.4426950408889634
+# Integer arguments that change with the batch's sequence lengths. Triton would otherwise compile one variant per
+# (value == 1, value % 16 == 0) pattern of each, so variable-length batches (and ranks with different lengths)
+# would recompile inside the training loop; the lengths only bound loops and masks, so nothing is lost.
+_LENGTH_ARGS = ["N_Q", "N_K", "slb", "slh", "stride_kpm", "N_BUCKET", "BH_BUCKET"]
+MAX_GRID_Y = 65_535  # CUDA's limit on grid axes 1 and 2 (axis 0 allows 2**31 - 1)
 
 
 @triton.jit
@@ -34,6 +39,38 @@ def _seq_bounds(CU, b, N_Q, N_K, VARLEN: tl.constexpr):
 
 
 @triton.jit
+def _program_coords(CU, H, N_Q, N_K, VARLEN: tl.constexpr):
+    """(block index, batch as int64, head, token offset, query length, key length) of this program. Grid axis 0 is
+    batch·head (up to 2**31 − 1 programs; axis 1 stops at 65,535), axis 1 the block along the sequence."""
+    pid_bh = tl.program_id(0)
+    b = pid_bh // H
+    tok, n_q, n_k = _seq_bounds(CU, b, N_Q, N_K, VARLEN)
+    # batch offsets in int64: b * stride can pass 2**31 on big batches
+    return tl.program_id(1), b.to(tl.int64), pid_bh % H, tok, n_q, n_k
+
+
+@triton.jit
+def _tile_load(base, rows, stride, dims, rmask, dmask, UPCAST: tl.constexpr):
+    """A [len(rows), BLOCK_D] tile, zero outside rmask × dmask; fp32 under the interpreter (UPCAST), where bf16
+    arithmetic is wrong."""
+    t = tl.load(base + rows[:, None] * stride + dims[None, :], mask=rmask[:, None] & dmask[None, :], other=0.0)
+    if UPCAST:
+        t = t.to(tl.float32)
+    return t
+
+
+@triton.jit
+def _dot_operand(x, DTYPE: tl.constexpr, UPCAST: tl.constexpr):
+    """fp32 probabilities/gradients as a dot operand in the inputs' dtype (a bf16/fp16 tensor-core operand on the
+    GPU). Under the interpreter they are rounded to that dtype the GPU's way and multiplied in fp32, so the tests
+    see the GPU's rounding and run the cast, without the interpreter's wrong bf16 arithmetic."""
+    y = to_dtype(x, DTYPE, UPCAST)
+    if UPCAST:
+        y = y.to(tl.float32)
+    return y
+
+
+@triton.jit
 def _key_valid(KPM, stride_kpm, b, cols, n_k, HAS_KPM: tl.constexpr):
     valid = cols < n_k
     if HAS_KPM:
@@ -41,28 +78,20 @@ def _key_valid(KPM, stride_kpm, b, cols, n_k, HAS_KPM: tl.constexpr):
     return valid
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_LENGTH_ARGS)
 def _attn_fwd(Q, K, V, O, LSE, KPM, CU,
               sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, slb, slh, stride_kpm,
               H, N_Q, N_K, qk_scale, N_BUCKET, BH_BUCKET,
               HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, VARLEN: tl.constexpr, HAS_KPM: tl.constexpr,
               UPCAST: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    bb = b.to(tl.int64)  # batch offsets in int64: bb * stride can pass 2**31 on big batches
-    h = pid_bh % H
-    tok, n_q, n_k = _seq_bounds(CU, b, N_Q, N_K, VARLEN)
+    pid_m, bb, h, tok, n_q, n_k = _program_coords(CU, H, N_Q, N_K, VARLEN)
     if pid_m * BLOCK_M >= n_q:
         return
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
     dmask = dims < HEAD_DIM
     rmask = rows < n_q
-    q = tl.load(Q + bb * sqb + h * sqh + (tok + rows)[:, None] * sqn + dims[None, :],
-                mask=rmask[:, None] & dmask[None, :], other=0.0)
-    if UPCAST:
-        q = q.to(tl.float32)
+    q = _tile_load(Q + bb * sqb + h * sqh + tok * sqn, rows, sqn, dims, rmask, dmask, UPCAST)
     k_base = K + bb * skb + h * skh + tok * skn
     v_base = V + bb * svb + h * svh + tok * svn
     m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)  # finite start: fully-masked blocks give exp2(-inf) = 0, no NaN
@@ -70,13 +99,8 @@ def _attn_fwd(Q, K, V, O, LSE, KPM, CU,
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, n_k, BLOCK_N):
         cols = start_n + tl.arange(0, BLOCK_N)
-        cmask = cols < n_k
-        kv_mask = cmask[:, None] & dmask[None, :]
-        k = tl.load(k_base + cols[:, None] * skn + dims[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(v_base + cols[:, None] * svn + dims[None, :], mask=kv_mask, other=0.0)
-        if UPCAST:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
+        k = _tile_load(k_base, cols, skn, dims, cols < n_k, dmask, UPCAST)
+        v = _tile_load(v_base, cols, svn, dims, cols < n_k, dmask, UPCAST)
         s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
         valid = _key_valid(KPM, stride_kpm, bb, cols, n_k, HAS_KPM)
         s = tl.where(valid[None, :], s, float("-inf"))
@@ -84,7 +108,7 @@ def _attn_fwd(Q, K, V, O, LSE, KPM, CU,
         p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
+        acc = acc * alpha[:, None] + tl.dot(_dot_operand(p, V.dtype.element_ty, UPCAST), v, input_precision=PREC)
         m_i = m_new
     has_key = l_i > 0.0
     out = acc / tl.where(has_key, l_i, 1.0)[:, None]
@@ -94,28 +118,23 @@ def _attn_fwd(Q, K, V, O, LSE, KPM, CU,
     tl.store(LSE + bb * slb + h * slh + tok + rows, lse, mask=rmask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N_Q", "slb", "slh"])
 def _attn_bwd_pre(O, DO, DELTA, CU, sob, soh, son, sdb, sdh, sdn, slb, slh, H, N_Q,
                   HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, VARLEN: tl.constexpr, BLOCK_M: tl.constexpr):
     """delta_i = Σ_d o_id · do_id (the softmax-backward row term)."""
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    bb = b.to(tl.int64)  # batch offsets in int64: bb * stride can pass 2**31 on big batches
-    h = pid_bh % H
-    tok, n_q, _ = _seq_bounds(CU, b, N_Q, N_Q, VARLEN)
+    pid_m, bb, h, tok, n_q, _ = _program_coords(CU, H, N_Q, N_Q, VARLEN)
     if pid_m * BLOCK_M >= n_q:
         return
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
-    mask = (rows < n_q)[:, None] & (dims < HEAD_DIM)[None, :]
-    o = tl.load(O + bb * sob + h * soh + (tok + rows)[:, None] * son + dims[None, :], mask=mask, other=0.0)
-    do = tl.load(DO + bb * sdb + h * sdh + (tok + rows)[:, None] * sdn + dims[None, :], mask=mask, other=0.0)
+    rmask, dmask = rows < n_q, dims < HEAD_DIM
+    o = _tile_load(O + bb * sob + h * soh + tok * son, rows, son, dims, rmask, dmask, False)
+    do = _tile_load(DO + bb * sdb + h * sdh + tok * sdn, rows, sdn, dims, rmask, dmask, False)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + bb * slb + h * slh + tok + rows, delta, mask=rows < n_q)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_LENGTH_ARGS)
 def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, KPM, CU,
                    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
                    sdkb, sdkh, sdkn, sdvb, sdvh, sdvn, slb, slh, stride_kpm,
@@ -123,23 +142,15 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, KPM, CU,
                    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, VARLEN: tl.constexpr, HAS_KPM: tl.constexpr,
                    UPCAST: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per key block: dV = Σ_q Pᵀ dO, dK = scale · Σ_q dSᵀ Q, recomputing P from the saved lse."""
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    bb = b.to(tl.int64)  # batch offsets in int64: bb * stride can pass 2**31 on big batches
-    h = pid_bh % H
-    tok, n_q, n_k = _seq_bounds(CU, b, N_Q, N_K, VARLEN)
+    pid_n, bb, h, tok, n_q, n_k = _program_coords(CU, H, N_Q, N_K, VARLEN)
     if pid_n * BLOCK_N >= n_k:
         return
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     dims = tl.arange(0, BLOCK_D)
     dmask = dims < HEAD_DIM
     kv_mask = (cols < n_k)[:, None] & dmask[None, :]
-    k = tl.load(K + bb * skb + h * skh + (tok + cols)[:, None] * skn + dims[None, :], mask=kv_mask, other=0.0)
-    v = tl.load(V + bb * svb + h * svh + (tok + cols)[:, None] * svn + dims[None, :], mask=kv_mask, other=0.0)
-    if UPCAST:
-        k = k.to(tl.float32)
-        v = v.to(tl.float32)
+    k = _tile_load(K + bb * skb + h * skh + tok * skn, cols, skn, dims, cols < n_k, dmask, UPCAST)
+    v = _tile_load(V + bb * svb + h * svh + tok * svn, cols, svn, dims, cols < n_k, dmask, UPCAST)
     valid = _key_valid(KPM, stride_kpm, bb, cols, n_k, HAS_KPM)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
@@ -149,20 +160,16 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, KPM, CU,
     for start_m in range(0, n_q, BLOCK_M):
         rows = start_m + tl.arange(0, BLOCK_M)
         rmask = rows < n_q
-        q_mask = rmask[:, None] & dmask[None, :]
-        q = tl.load(q_base + rows[:, None] * sqn + dims[None, :], mask=q_mask, other=0.0)
-        do = tl.load(do_base + rows[:, None] * sdn + dims[None, :], mask=q_mask, other=0.0)
-        if UPCAST:
-            q = q.to(tl.float32)
-            do = do.to(tl.float32)
+        q = _tile_load(q_base, rows, sqn, dims, rmask, dmask, UPCAST)
+        do = _tile_load(do_base, rows, sdn, dims, rmask, dmask, UPCAST)
         lse = tl.load(LSE + l_base + rows, mask=rmask, other=float("inf"))
         delta = tl.load(DELTA + l_base + rows, mask=rmask, other=0.0)
         s_t = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale  # [BLOCK_N, BLOCK_M]
         p_t = tl.where(valid[:, None], tl.math.exp2(s_t - lse[None, :]), 0.0)
-        dv += tl.dot(p_t.to(do.dtype), do, input_precision=PREC)
+        dv += tl.dot(_dot_operand(p_t, DO.dtype.element_ty, UPCAST), do, input_precision=PREC)
         dp_t = tl.dot(v, tl.trans(do), input_precision=PREC)
         ds_t = p_t * (dp_t - delta[None, :])
-        dk += tl.dot(ds_t.to(q.dtype), q, input_precision=PREC)
+        dk += tl.dot(_dot_operand(ds_t, Q.dtype.element_ty, UPCAST), q, input_precision=PREC)
     dk = dk * sm_scale
     tl.store(DK + bb * sdkb + h * sdkh + (tok + cols)[:, None] * sdkn + dims[None, :],
              to_dtype(dk, DK.dtype.element_ty, UPCAST), mask=kv_mask)
@@ -170,19 +177,14 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, KPM, CU,
              to_dtype(dv, DV.dtype.element_ty, UPCAST), mask=kv_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_LENGTH_ARGS)
 def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, KPM, CU,
                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sdqb, sdqh, sdqn, slb, slh, stride_kpm,
                  H, N_Q, N_K, qk_scale, sm_scale, N_BUCKET, BH_BUCKET,
                  HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, VARLEN: tl.constexpr, HAS_KPM: tl.constexpr,
                  UPCAST: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per query block: dQ = scale · Σ_k dS K."""
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    bb = b.to(tl.int64)  # batch offsets in int64: bb * stride can pass 2**31 on big batches
-    h = pid_bh % H
-    tok, n_q, n_k = _seq_bounds(CU, b, N_Q, N_K, VARLEN)
+    pid_m, bb, h, tok, n_q, n_k = _program_coords(CU, H, N_Q, N_K, VARLEN)
     if pid_m * BLOCK_M >= n_q:
         return
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -190,11 +192,8 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, KPM, CU,
     dmask = dims < HEAD_DIM
     rmask = rows < n_q
     q_mask = rmask[:, None] & dmask[None, :]
-    q = tl.load(Q + bb * sqb + h * sqh + (tok + rows)[:, None] * sqn + dims[None, :], mask=q_mask, other=0.0)
-    do = tl.load(DO + bb * sdb + h * sdh + (tok + rows)[:, None] * sdn + dims[None, :], mask=q_mask, other=0.0)
-    if UPCAST:
-        q = q.to(tl.float32)
-        do = do.to(tl.float32)
+    q = _tile_load(Q + bb * sqb + h * sqh + tok * sqn, rows, sqn, dims, rmask, dmask, UPCAST)
+    do = _tile_load(DO + bb * sdb + h * sdh + tok * sdn, rows, sdn, dims, rmask, dmask, UPCAST)
     l_off = bb * slb + h * slh + tok + rows
     lse = tl.load(LSE + l_off, mask=rmask, other=float("inf"))
     delta = tl.load(DELTA + l_off, mask=rmask, other=0.0)
@@ -203,18 +202,14 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, KPM, CU,
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, n_k, BLOCK_N):
         cols = start_n + tl.arange(0, BLOCK_N)
-        kv_mask = (cols < n_k)[:, None] & dmask[None, :]
-        k = tl.load(k_base + cols[:, None] * skn + dims[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(v_base + cols[:, None] * svn + dims[None, :], mask=kv_mask, other=0.0)
-        if UPCAST:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
+        k = _tile_load(k_base, cols, skn, dims, cols < n_k, dmask, UPCAST)
+        v = _tile_load(v_base, cols, svn, dims, cols < n_k, dmask, UPCAST)
         valid = _key_valid(KPM, stride_kpm, bb, cols, n_k, HAS_KPM)
         s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
         p = tl.where(valid[None, :], tl.math.exp2(s - lse[:, None]), 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=PREC)
         ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
+        dq += tl.dot(_dot_operand(ds, K.dtype.element_ty, UPCAST), k, input_precision=PREC)
     dq = dq * sm_scale
     tl.store(DQ + bb * sdqb + h * sdqh + (tok + rows)[:, None] * sdqn + dims[None, :],
              to_dtype(dq, DQ.dtype.element_ty, UPCAST), mask=q_mask)
@@ -225,22 +220,39 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, KPM, CU,
 _C = triton.Config
 # Few candidates on purpose: every (head dim, dtype, padding/varlen) combination compiles all of them.
 _KEY = ["N_BUCKET", "BH_BUCKET", "HEAD_DIM", "VARLEN", "HAS_KPM"]
-_fwd_kernel = triton.autotune(
-    configs([_C({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
-             _C({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=2),
-             _C({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=3),
-             _C({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=2)],
-            _C({"BLOCK_M": 16, "BLOCK_N": 16})), key=_KEY)(_attn_fwd)
-_dkdv_kernel = triton.autotune(
-    configs([_C({"BLOCK_M": 32, "BLOCK_N": 64}, num_warps=4, num_stages=2),
+GPU_CONFIGS = {  # per kernel; compile_check lowers every one of them for sm90
+    "fwd": [_C({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
+            _C({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=2),
+            _C({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=3),
+            _C({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=2)],
+    "dkdv": [_C({"BLOCK_M": 32, "BLOCK_N": 64}, num_warps=4, num_stages=2),
              _C({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
              _C({"BLOCK_M": 64, "BLOCK_N": 128}, num_warps=8, num_stages=2)],
-            _C({"BLOCK_M": 16, "BLOCK_N": 16})), key=_KEY)(_attn_bwd_dkdv)
-_dq_kernel = triton.autotune(
-    configs([_C({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=2),
-             _C({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
-             _C({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=2)],
-            _C({"BLOCK_M": 16, "BLOCK_N": 16})), key=_KEY)(_attn_bwd_dq)
+    "dq": [_C({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=2),
+           _C({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
+           _C({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=2)],
+}
+_INTERP_CONFIG = _C({"BLOCK_M": 16, "BLOCK_N": 16})
+SMEM_BYTES = 227 * 1024  # per block on sm90 (H100/H200)
+
+
+def fits(cfg: triton.Config, block_d: int, elem_bytes: int) -> bool:
+    """Whether a config's pipelined q/k/v tiles fit in shared memory: (BLOCK_M + BLOCK_N) × BLOCK_D × bytes × stages
+    (exact for the forward's biggest tile; compile_check measures every variant). In fp32 at head dim 80/128 the
+    128×128 forward tile needs 256 KiB."""
+    k = cfg.kwargs
+    return (k["BLOCK_M"] + k["BLOCK_N"]) * block_d * elem_bytes * cfg.num_stages <= SMEM_BYTES
+
+
+def _prune(configs_, named_args, **kwargs):
+    kept = [c for c in configs_ if fits(c, kwargs["BLOCK_D"], named_args["Q"].element_size())]
+    return kept or configs_[:1]
+
+
+_tune = dict(key=_KEY, prune_configs_by={"early_config_prune": _prune})
+_fwd_kernel = triton.autotune(configs(GPU_CONFIGS["fwd"], _INTERP_CONFIG), **_tune)(_attn_fwd)
+_dkdv_kernel = triton.autotune(configs(GPU_CONFIGS["dkdv"], _INTERP_CONFIG), **_tune)(_attn_bwd_dkdv)
+_dq_kernel = triton.autotune(configs(GPU_CONFIGS["dq"], _INTERP_CONFIG), **_tune)(_attn_bwd_dq)
 
 
 def _bucket(n: int) -> int:
@@ -257,6 +269,15 @@ def _head_block(d: int) -> int:
     if d > 256:
         raise ValueError(f"attention: head dim {d} > 256 is not supported by the fused kernel")
     return max(16, triton.next_power_of_2(d))
+
+
+def launch_grid(bh: int, n: int, block: int) -> tuple[int, int]:
+    """(batch·head, sequence blocks): B·H goes on axis 0, whose limit is 2**31 − 1, so batches of any practical
+    size launch (on axis 1 it capped the predictor at ~1,365 images per GPU)."""
+    blocks = triton.cdiv(n, block)
+    if bh >= 2**31 or blocks > MAX_GRID_Y:
+        raise ValueError(f"attention: {bh} sequence·heads × {blocks} blocks of {block} exceed CUDA's grid limits")
+    return (bh, blocks)
 
 
 def _layout(t: torch.Tensor, varlen: bool) -> tuple[int, int, int]:
@@ -298,12 +319,12 @@ def _attn_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kpm: Optiona
         return o, lse
     kpm_t, s_kpm = _kpm_args(kpm)
     slb, slh = (0, lse.stride(0)) if varlen else (lse.stride(0), lse.stride(1))
-    grid = lambda meta: (triton.cdiv(n_q, meta["BLOCK_M"]), B * H)  # noqa: E731
-    _fwd_kernel[grid](q, k, v, o, lse, kpm_t, cu, *_layout(q, varlen), *_layout(k, varlen), *_layout(v, varlen),
-                      *_layout(o, varlen), slb, slh, s_kpm, H, n_q, n_k, scale * LOG2E, _bucket(max(n_q, n_k)),
-                      _bh_bucket(B, H),
-                      HEAD_DIM=q.shape[-1], BLOCK_D=_head_block(q.shape[-1]), VARLEN=varlen, HAS_KPM=kpm is not None,
-                      UPCAST=interpreting(), PREC=dot_precision(q.dtype))
+    grid = lambda meta: launch_grid(B * H, n_q, meta["BLOCK_M"])  # noqa: E731
+    with device_guard(q):
+        _fwd_kernel[grid](q, k, v, o, lse, kpm_t, cu, *_layout(q, varlen), *_layout(k, varlen), *_layout(v, varlen),
+                          *_layout(o, varlen), slb, slh, s_kpm, H, n_q, n_k, scale * LOG2E, _bucket(max(n_q, n_k)),
+                          _bh_bucket(B, H), HEAD_DIM=q.shape[-1], BLOCK_D=_head_block(q.shape[-1]), VARLEN=varlen,
+                          HAS_KPM=kpm is not None, UPCAST=upcast(), PREC=dot_precision(q.dtype))
     return o, lse
 
 
@@ -329,18 +350,20 @@ def _attn_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Te
     delta = _common.empty(*lse.shape, dtype=torch.float32, device=lse.device)
     slb, slh = (0, lse.stride(0)) if varlen else (lse.stride(0), lse.stride(1))
     pre_block = 16 if interpreting() else 64
-    _attn_bwd_pre[(triton.cdiv(n_q, pre_block), B * H)](
-        o, do, delta, cu, *_layout(o, varlen), *_layout(do, varlen), slb, slh, H, n_q, BLOCK_M=pre_block, **common)
     kpm_t, s_kpm = _kpm_args(kpm)
-    tail = dict(HAS_KPM=kpm is not None, UPCAST=interpreting(), PREC=dot_precision(q.dtype), **common)
+    tail = dict(HAS_KPM=kpm is not None, UPCAST=upcast(), PREC=dot_precision(q.dtype), **common)
     strides = (*_layout(q, varlen), *_layout(k, varlen), *_layout(v, varlen), *_layout(do, varlen))
     bucket = _bucket(max(n_q, n_k))
-    _dkdv_kernel[lambda meta: (triton.cdiv(n_k, meta["BLOCK_N"]), B * H)](
-        q, k, v, do, lse, delta, dk, dv, kpm_t, cu, *strides, *_layout(dk, varlen), *_layout(dv, varlen),
-        slb, slh, s_kpm, H, n_q, n_k, scale * LOG2E, scale, bucket, _bh_bucket(B, H), **tail)
-    _dq_kernel[lambda meta: (triton.cdiv(n_q, meta["BLOCK_M"]), B * H)](
-        q, k, v, do, lse, delta, dq, kpm_t, cu, *strides, *_layout(dq, varlen),
-        slb, slh, s_kpm, H, n_q, n_k, scale * LOG2E, scale, bucket, _bh_bucket(B, H), **tail)
+    with device_guard(q):
+        _attn_bwd_pre[launch_grid(B * H, n_q, pre_block)](
+            o, do, delta, cu, *_layout(o, varlen), *_layout(do, varlen), slb, slh, H, n_q, BLOCK_M=pre_block,
+            **common)
+        _dkdv_kernel[lambda meta: launch_grid(B * H, n_k, meta["BLOCK_N"])](
+            q, k, v, do, lse, delta, dk, dv, kpm_t, cu, *strides, *_layout(dk, varlen), *_layout(dv, varlen),
+            slb, slh, s_kpm, H, n_q, n_k, scale * LOG2E, scale, bucket, _bh_bucket(B, H), **tail)
+        _dq_kernel[lambda meta: launch_grid(B * H, n_q, meta["BLOCK_M"])](
+            q, k, v, do, lse, delta, dq, kpm_t, cu, *strides, *_layout(dq, varlen),
+            slb, slh, s_kpm, H, n_q, n_k, scale * LOG2E, scale, bucket, _bh_bucket(B, H), **tail)
     return dq, dk, dv
 
 

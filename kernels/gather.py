@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from . import _common
-from ._common import check_device, interpreting, to_dtype
+from ._common import check_device, device_guard, interpreting, to_dtype
 
 
 @triton.jit
@@ -85,9 +85,11 @@ def _gather_op(x: torch.Tensor, idx: torch.Tensor, pos: Optional[torch.Tensor]) 
     BLOCK_D = _block_d(D)
     BLOCK_R = 16 if interpreting() else max(1, 4096 // BLOCK_D)
     grid = (triton.cdiv(R, BLOCK_R), triton.cdiv(D, BLOCK_D))
-    _gather_fwd_kernel[grid](x, pos if pos is not None else x, idx, out, R, B, K, N, D, x.stride(0), x.stride(1),
-                             pos.stride(0) if pos is not None else 0, HAS_POS=pos is not None,
-                             ACC=_acc(x.dtype), INTERPRET=interpreting(), BLOCK_R=BLOCK_R, BLOCK_D=BLOCK_D, num_warps=4)
+    with device_guard(x):
+        _gather_fwd_kernel[grid](x, pos if pos is not None else x, idx, out, R, B, K, N, D, x.stride(0),
+                                 x.stride(1), pos.stride(0) if pos is not None else 0, HAS_POS=pos is not None,
+                                 ACC=_acc(x.dtype), INTERPRET=interpreting(), BLOCK_R=BLOCK_R, BLOCK_D=BLOCK_D,
+                                 num_warps=4)
     return out
 
 
@@ -119,8 +121,9 @@ def _gather_bwd_op(grad: torch.Tensor, idx: torch.Tensor, n_tokens: int, out_dty
     order, start = inverse_index(idx, n_tokens)
     BLOCK_D = _block_d(D)
     grid = (B * n_tokens, triton.cdiv(D, BLOCK_D))
-    _gather_bwd_kernel[grid](grad, order, start, gx, D, ACC=_acc(grad.dtype), INTERPRET=interpreting(),
-                             BLOCK_D=BLOCK_D, num_warps=4 if BLOCK_D >= 512 else 2)
+    with device_guard(grad):
+        _gather_bwd_kernel[grid](grad, order, start, gx, D, ACC=_acc(grad.dtype), INTERPRET=interpreting(),
+                                 BLOCK_D=BLOCK_D, num_warps=4 if BLOCK_D >= 512 else 2)
     return gx
 
 

@@ -33,10 +33,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
     mask = key_padding_mask[:, None, None, :].to(torch.bool)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-    empty = ~key_padding_mask.any(dim=1)
-    if empty.any():
-        out = out.masked_fill(empty[:, None, None, None], 0.0)
-    return out
+    empty = ~key_padding_mask.any(dim=1)  # no `if empty.any()`: reading it back would stall a GPU stream
+    return out.masked_fill(empty[:, None, None, None], 0.0)
 
 
 def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,

@@ -50,6 +50,33 @@ def optional_scorers() -> dict[str, dict[str, Any]]:
     return out
 
 
+def kernel_status(K, devices: list[dict], triton_ok: bool) -> tuple[str, list[dict]]:
+    """Run the kernels' numerical self-check on each distinct GPU model (cached after the first run), or say
+    plainly why the fused kernels are not verified here."""
+    import torch
+
+    backend = K.get_backend()
+    if not devices:
+        why = ("no CUDA device: the fused Triton kernels are unverified on this machine and --kernels auto runs "
+               "eager PyTorch; on CPU they run only under the Triton interpreter (TRITON_INTERPRET=1, the tests)")
+        return why if triton_ok else why.replace("the Triton interpreter", "the Triton interpreter (triton is "
+                                                 "not installed)"), []
+    if not triton_ok:
+        return "triton is not importable: every op runs eager PyTorch", []
+    reports, seen = [], set()
+    for d in devices:
+        if d["name"] not in seen:
+            seen.add(d["name"])
+            reports.append(K.selfcheck(torch.device("cuda", d["index"])))
+    checks = [c for r in reports for c in r["checks"].values()]
+    n_ok = sum(bool(c["passed"]) for c in checks)
+    text = (f"self-check on {', '.join(r['device'] for r in reports)}: {n_ok}/{len(checks)} kernel families "
+            f"match the reference (backend {backend}; cache {reports[0]['cache']})")
+    if n_ok < len(checks):
+        text += "; --kernels auto runs eager PyTorch for the failing ones"
+    return text, reports
+
+
 def collect() -> dict[str, Any]:
     import torch
 
@@ -60,13 +87,7 @@ def collect() -> dict[str, Any]:
                 "memory_gib": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)}
                for i in range(torch.cuda.device_count())] if cuda else []
     triton_ok = K.triton_available()
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"
-    if cuda and triton_ok:
-        kernels = "fused Triton kernels run on the GPU (--kernels auto picks them)"
-    elif interpret and triton_ok:
-        kernels = "Triton interpreter on CPU (TRITON_INTERPRET=1): correct but slow, for tests"
-    else:
-        kernels = "PyTorch reference ops (no CUDA): --kernels auto uses eager; triton needs a GPU"
+    kernels, selfchecks = kernel_status(K, devices, triton_ok)
     disk = shutil.disk_usage(Path.cwd())
     xformers = _version("xformers")
     return {
@@ -80,6 +101,7 @@ def collect() -> dict[str, Any]:
         "versions": {d: _version(d) for d in ("radjepa", "torch", "torchvision", "triton", "timm", "transformers",
                                                "xformers", "webdataset", "pydicom", "peft", "sacrebleu")},
         "kernels": kernels,
+        "kernel_selfcheck": selfchecks,
         "xformers": "installed" + ("" if cuda else " (no CPU kernels: GPU benchmark peer only)") if xformers
                     else "not installed (optional: pip install 'radjepa[gpu]')",
         "jpeg2000_dicom": importlib.util.find_spec("openjpeg") is not None,
@@ -92,6 +114,12 @@ def collect() -> dict[str, Any]:
         "caches": cache_dirs(),
         "disk_free_gib": round(disk.free / 2**30, 1),
     }
+
+
+def _failure(c: dict) -> str:
+    if c.get("error"):
+        return c["error"]
+    return f"max rel err {c['max_rel_err']:.3g} > tol {c['tol']:.3g}"
 
 
 def render(info: dict[str, Any]) -> None:
@@ -107,7 +135,11 @@ def render(info: dict[str, Any]) -> None:
     gpus = ", ".join(f"{d['name']} ({d['memory_gib']} GiB)" for d in info["devices"]) or "none (CPU only)"
     t.add_row("GPUs", gpus + (" · bf16" if info["bf16"] else ""))
     t.add_row("versions", ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v))
-    t.add_row("kernels", info["kernels"])
+    t.add_row("kernels", escape(info["kernels"]))
+    for rep in info["kernel_selfcheck"]:
+        for name, c in rep["checks"].items():
+            if not c["passed"]:
+                t.add_row(f"[red]kernel failed[/]: {escape(name)}", escape(_failure(c)))
     t.add_row("xformers", escape(info["xformers"]))
     t.add_row("JPEG 2000 DICOM", "yes" if info["jpeg2000_dicom"] else escape("no (pip install 'radjepa[dicom-codecs]')"))
     for k, v in info["embedded_data"].items():

@@ -143,11 +143,49 @@ def test_custom_op_registration_and_compile():
         assert rel_err(a, w) <= 1e-5
 
 
-def test_kernels_compile_for_h100_without_gpu():
-    """Lower every kernel (first autotune config) to sm90 cubin with triton's ptxas: catches what only the GPU
-    compiler checks (dot shapes/dtypes, layouts, shared memory) before a GPU session runs the benchmark."""
+def _compile_check(*args):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "radjepa_kernels.compile_check", "--quick"], env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "radjepa_kernels.compile_check", *args], env=env,
+                          capture_output=True, text=True, timeout=3000)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "attn_dkdv" in proc.stdout and "ema" in proc.stdout and "gather_bwd" in proc.stdout
+    return proc.stdout
+
+
+def test_kernels_compile_for_h100_without_gpu():
+    """Lower every kernel to sm90 cubin with triton's ptxas, at every head dim the presets use, in each kernel's
+    biggest-tile config: catches what only the GPU compiler checks (dot shapes/dtypes, layouts, shared memory)."""
+    out = _compile_check("--quick")
+    assert "ema" in out and "gather_bwd" in out
+    for hd in (24, 32, 64, 80, 128):
+        for kernel in ("attn_fwd", "attn_dkdv", "attn_dq"):
+            assert f"{kernel}[bf16,d{hd},kpm," in out
+
+
+@pytest.mark.slow
+def test_every_kernel_variant_compiles_for_h100():
+    """The full sweep: 3 dtypes × 5 head dims × 3 layouts × every autotune config (~10 min on 2 cores)."""
+    out = _compile_check()
+    n_cfg = sum(len(c) for c in A.GPU_CONFIGS.values())
+    pruned = 2 * 3  # the fp32 128×128 forward tile at head dims 80 and 128 (BLOCK_D 128), in each of 3 layouts
+    assert sum(line.startswith("attn_") and "bwd_pre" not in line for line in out.splitlines()) == \
+        3 * 5 * 3 * n_cfg - pruned
+
+
+def test_autotune_never_tries_a_config_that_overflows_shared_memory():
+    import triton
+    big = triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=2)
+    assert not A.fits(big, 128, 4) and A.fits(big, 128, 2) and A.fits(big, 64, 4)
+    q = torch.empty(1, dtype=torch.float32)
+    kept = A._prune(A.GPU_CONFIGS["fwd"], {"Q": q}, BLOCK_D=128)
+    assert big.kwargs not in [c.kwargs for c in kept] and len(kept) == len(A.GPU_CONFIGS["fwd"]) - 1
+    assert len(A._prune(A.GPU_CONFIGS["fwd"], {"Q": q.bfloat16()}, BLOCK_D=128)) == len(A.GPU_CONFIGS["fwd"])
+
+
+def test_preset_head_dims_are_the_ones_checked():
+    """compile_check and the self-check cover exactly the head dims the encoder and predictor presets produce."""
+    from radjepa_cli.models.predictor import PREDICTOR_DIM
+    from radjepa_cli.models.vit import ENCODER_PRESETS
+    from radjepa_kernels.check import PRESET_HEAD_DIMS
+    dims = {p.embed_dim // p.num_heads for p in ENCODER_PRESETS.values()}
+    dims |= {PREDICTOR_DIM // p.num_heads for p in ENCODER_PRESETS.values()}  # the predictor takes the encoder's heads
+    assert dims == set(PRESET_HEAD_DIMS)

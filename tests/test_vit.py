@@ -104,13 +104,13 @@ def test_masked_forward_padding_invariance(tiny):
 
 def test_intermediate_layers(tiny):
     x = torch.rand(1, 1, 112, 112)
-    a, last = tiny.get_intermediate_layers(x, [0, -1])
+    a, last = tiny.block_outputs(x, [0, -1])
     torch.testing.assert_close(last, tiny.forward_features(x))
-    raw = tiny.get_intermediate_layers(x, [0], norm=False)[0]
+    raw = tiny.block_outputs(x, [0], norm=False)[0]
     torch.testing.assert_close(tiny.norm(raw), a)
     assert not torch.allclose(raw, a)
     with pytest.raises(IndexError):
-        tiny.get_intermediate_layers(x, [7])
+        tiny.block_outputs(x, [7])
 
 
 def test_other_image_sizes_use_exact_positions(tiny):

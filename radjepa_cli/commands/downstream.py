@@ -5,6 +5,8 @@ from pathlib import Path
 
 import typer
 
+from radjepa_cli.commands.kernels_flag import kernels_option
+
 ENCODER_NAMES = (
     "ENC names the frozen encoder:\n\n"
     "  RUN_DIR | CKPT.pt | EXPORT_DIR — ours (`radjepa pretrain` run dir, checkpoint, `radjepa export` dir);\n\n"
@@ -59,6 +61,7 @@ def register(app: typer.Typer) -> None:
                                                                  "~/.cache/radjepa/features)."),
         no_cache: bool = typer.Option(False, "--no-cache", help="Recompute features, do not read or write the cache."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+        kernels: str = kernels_option(),  # applied by its callback (radjepa_cli/commands/kernels_flag.py)
         trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                                help="Allow radjepa-release: to run the Python code in its directory."),
     ):
@@ -123,6 +126,7 @@ def register(app: typer.Typer) -> None:
         cache_dir: Path = typer.Option(None, "--cache-dir", help="Feature cache directory."),
         no_cache: bool = typer.Option(False, "--no-cache"),
         device: str = typer.Option("auto", "--device"),
+        kernels: str = kernels_option(),  # applied by its callback (radjepa_cli/commands/kernels_flag.py)
         trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
     ):
         from rich.console import Console

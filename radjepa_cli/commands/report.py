@@ -6,6 +6,8 @@ from typing import List
 
 import typer
 
+from radjepa_cli.commands.kernels_flag import kernels_option
+
 _ERRORS = (ValueError, FileNotFoundError, KeyError, TypeError, RuntimeError, OSError)
 
 
@@ -50,6 +52,7 @@ def register(app: typer.Typer) -> None:
         gradient_checkpointing: str = typer.Option(None, "--gradient-checkpointing",
                                                    help="auto (LMs > 1B parameters) | on | off."),
         seed: int = typer.Option(None, "--seed"),
+        kernels: str = kernels_option(),  # applied by its callback (radjepa_cli/commands/kernels_flag.py)
         trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                                help="Allow custom model code in the encoder/LM directories."),
     ):
@@ -95,6 +98,7 @@ def register(app: typer.Typer) -> None:
         no_cache: bool = typer.Option(False, "--no-kv-cache", help="Recompute attention over the whole prefix "
                                                                    "for every token (slow; for benchmarks)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+        kernels: str = kernels_option(),  # applied by its callback (radjepa_cli/commands/kernels_flag.py)
         trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
     ):
         from rich.console import Console

@@ -193,7 +193,7 @@ class OursEncoder(FrozenEncoder):
         return EncoderOutput(tokens, tokens.mean(dim=1), _grid(x, self.backbone.patch_size))
 
     def _blocks(self, x, layers):
-        return self.backbone.get_intermediate_layers(x, layers, norm=True), _grid(x, self.backbone.patch_size)
+        return self.backbone.block_outputs(x, layers, norm=True), _grid(x, self.backbone.patch_size)
 
 
 def _grid(x: torch.Tensor, patch: int) -> tuple[int, int]:

@@ -12,7 +12,9 @@ import torch
 import torch.nn as nn
 from timm.models.vision_transformer import Block
 
-from radjepa_cli.models.vit import KernelAttention, init_jepa_weights, sincos_pos_embed
+import radjepa_kernels as K
+from radjepa_cli.models.packing import TokenPacking
+from radjepa_cli.models.vit import KernelAttention, init_jepa_weights, padding_of, run_blocks, sincos_pos_embed
 
 # Default predictor depth per encoder preset. I-JEPA uses 12 for ViT-H/14 (and its ablation found 12 > 6 for large
 # encoders); its code default, and the common choice for ViT-B, is 6. vit_tiny gets 4: at width 384 four blocks
@@ -57,6 +59,7 @@ class Predictor(nn.Module):
                   norm_layer=_layer_norm, attn_layer=KernelAttention) for i in range(depth)])
         self.predictor_norm = _layer_norm(predictor_dim)
         self.predictor_proj = nn.Linear(predictor_dim, encoder_dim)
+        self.grad_checkpointing = False
         init_jepa_weights(self, self.predictor_blocks, init)  # init: see models/vit.INIT_SCHEMES
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
@@ -64,16 +67,31 @@ class Predictor(nn.Module):
     def depth(self) -> int:
         return len(self.predictor_blocks)
 
-    def forward(self, ctx: torch.Tensor, masks_ctx: torch.Tensor, masks_pred: torch.Tensor) -> torch.Tensor:
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def forward(self, ctx: torch.Tensor, masks_ctx: torch.Tensor, masks_pred: torch.Tensor,
+                padded: bool | None = None) -> torch.Tensor:
         """ctx: encoder output [M_ctx·B, K_ctx, D] (mask-major); masks_ctx [M_ctx, B, K_ctx] and masks_pred
-        [M_pred, B, K_pred] patch indices, -1 = padding. Returns [M_pred·M_ctx·B, K_pred, D]; rows at padded target
-        positions are zero (mask them out of the loss with `target_valid_mask`)."""
+        [M_pred, B, K_pred] patch indices, -1 = padding. `padded`: whether the masks hold padding (the collator's
+        variable_length; None: read from CPU masks; GPU masks get a key-padding mask — see vit.padding_of). Padded masks run
+        the packed varlen kernel on the Triton path, a key-padding mask otherwise. Returns
+        [M_pred·M_ctx·B, K_pred, D]; rows at padded target positions are zero (mask them out of the loss with
+        `target_valid_mask`)."""
         masks_ctx, masks_pred = _as_mask_tensor(masks_ctx), _as_mask_tensor(masks_pred)
         M_ctx, B, K_ctx = masks_ctx.shape
         M_pred, _, K_pred = masks_pred.shape
         if ctx.shape[:2] != (M_ctx * B, K_ctx) or masks_pred.shape[1] != B:
             raise ValueError(f"predictor: ctx {tuple(ctx.shape)} does not match masks_ctx {tuple(masks_ctx.shape)} "
                              f"/ masks_pred {tuple(masks_pred.shape)}")
+        pads = {padding_of(masks_ctx, padded), padding_of(masks_pred, padded)}
+        pad = "yes" if "yes" in pads else "maybe" if "maybe" in pads else "no"
+        valid = None
+        if pad != "no":  # on the masks' device: built on the host when they come from the CPU collator
+            valid = torch.cat([(masks_ctx >= 0).reshape(M_ctx * B, K_ctx).repeat(M_pred, 1),
+                               target_valid_mask(masks_pred, M_ctx)], dim=1)
+        masks_ctx = masks_ctx.to(ctx.device, non_blocking=True)
+        masks_pred = masks_pred.to(ctx.device, non_blocking=True)
         pos = self.pos_embed.to(dtype=ctx.dtype)
 
         x = self.predictor_embed(ctx) + _positions_at(pos, masks_ctx)             # [M_ctx·B, K_ctx, P]
@@ -82,17 +100,15 @@ class Predictor(nn.Module):
         x = x.repeat(M_pred, 1, 1)                                                # context per target block
         x = torch.cat([x, self.mask_token.to(x.dtype) + tgt_pos], dim=1)
 
-        pad_ctx, pad_pred = bool((masks_ctx < 0).any()), bool((masks_pred < 0).any())
-        key_padding = None
-        if pad_ctx or pad_pred:
-            valid_ctx = (masks_ctx >= 0).reshape(M_ctx * B, K_ctx).repeat(M_pred, 1)
-            valid_pred = target_valid_mask(masks_pred, M_ctx)
-            key_padding = torch.cat([valid_ctx, valid_pred], dim=1)
-
-        for blk in self.predictor_blocks:
-            x = blk(x, attn_mask=key_padding)
+        if pad == "yes" and K.varlen_fused(x, self.predictor_dim // self.num_heads):
+            packing = TokenPacking.from_valid(valid, device=x.device)
+            x = run_blocks(self.predictor_blocks, packing.pack(x), packing, self.grad_checkpointing)
+            x = packing.unpack(self.predictor_norm(x))                            # zeros at padding
+            return self.predictor_proj(x[:, K_ctx:]) * packing.valid[:, K_ctx:, None].to(x.dtype)
+        key_padding = None if valid is None else valid.to(x.device, non_blocking=True)
+        x = run_blocks(self.predictor_blocks, x, key_padding, self.grad_checkpointing)
         x = self.predictor_proj(self.predictor_norm(x[:, K_ctx:]))
-        if pad_pred:
+        if key_padding is not None:
             x = x * key_padding[:, K_ctx:, None].to(x.dtype)
         return x
 
