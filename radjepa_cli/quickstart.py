@@ -84,7 +84,7 @@ def build_steps(cfg: QuickstartConfig) -> list[Step]:
               str(cfg.patch_size), "--depth", str(cfg.depth), "--pred-depth", str(cfg.pred_depth), "--pred-dim",
               str(cfg.pred_dim), "--lr", str(cfg.lr), "--ema-start", str(cfg.ema_start), "--reg-var",
               str(cfg.reg_var), "--reg-cov", str(cfg.reg_cov), "--warmup-steps", str(max(1, cfg.pretrain_steps // 12)),
-              "--fix-masks", "--variable-length", "--min-keep", str(cfg.min_keep), "--steps", str(cfg.pretrain_steps),
+              "--loss", "l2", "--fix-masks", "--variable-length", "--min-keep", str(cfg.min_keep), "--steps", str(cfg.pretrain_steps),
               "--batch-size", str(cfg.batch_size),
               "--seed", str(cfg.seed)], run / "COMPLETE", resume_args=["--resume"]),
     ]

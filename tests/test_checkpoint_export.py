@@ -232,3 +232,16 @@ def test_hf_twin_at_another_resolution_is_exact(run_dir):
         model112 = export_mod.to_hf_model(target, encoder_config(target))
         interp = model112(pixel_values=x56, interpolate_pos_encoding=True).last_hidden_state
     assert (interp - _feats(target, x56)).abs().max() > 1e-2  # why the re-targeting option exists
+
+
+def test_meta_build_recomputes_the_position_buffer(run_dir, x):
+    """Loading builds on the meta device; the non-persistent sin-cos table must be rebuilt, not left on meta."""
+    _, target, _ = run_dir
+    cfg = {**encoder_config(target), "img_size": 2 * IMG}   # a grid whose table is not cached yet
+    rebuilt = build_encoder_from_config(cfg, state_dict=target.state_dict())
+    assert not rebuilt.pos_table.is_meta and rebuilt.pos_table.shape[0] == 4 * target.pos_table.shape[0]
+    rebuilt = build_encoder_from_config(encoder_config(target), state_dict=target.state_dict()).eval()
+    assert not rebuilt.pos_table.is_meta
+    torch.testing.assert_close(rebuilt.pos_table, target.pos_table, rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.forward_features(x), target.eval().forward_features(x), rtol=0, atol=0)

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         clip_grad: float = typer.Option(None, "--clip-grad", help="Clip the gradient norm to this value."),
         ema_start: float = typer.Option(None, "--ema-start", help="EMA momentum at step 0, linear to 1.0 (I-JEPA "
                                                                    "0.996; short runs want less, e.g. 0.98)."),
-        loss: str = typer.Option(None, "--loss", help="l2 (default, the paper) | smooth_l1 (I-JEPA's code)."),
+        loss: str = typer.Option(None, "--loss", help="smooth_l1 (default, the official I-JEPA code) | l2 (the objective the papers write)."),
         reg_var: float = typer.Option(None, "--reg-var", help="Weight of a VICReg variance term on the pooled "
                                       "context embeddings (C-JEPA; default 0 = I-JEPA). Keeps short runs from "
                                       "settling on position-only features."),

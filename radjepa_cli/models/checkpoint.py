@@ -60,11 +60,14 @@ def build_encoder_from_config(cfg: dict[str, Any], state_dict: dict[str, torch.T
 
 def load_without_init(build, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
     """`build()` on the meta device, then adopt `state_dict` (strict): a ViT-H loads without initialising 630M
-    random weights first. Only for modules whose whole state is in the state dict (no non-persistent buffers)."""
+    random weights first. Non-persistent buffers are recomputed by each submodule's `rebuild_buffers()`."""
     with torch.device("meta"):
         module = build()
     module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()},
                            strict=True, assign=True)
+    for sub in module.modules():
+        if callable(getattr(sub, "rebuild_buffers", None)):
+            sub.rebuild_buffers()
     leftover = [n for n, t in (*module.named_parameters(), *module.named_buffers()) if t.is_meta]
     if leftover:
         raise RuntimeError(f"{type(module).__name__}: {leftover[:3]} not in the state dict")

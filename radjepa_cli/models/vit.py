@@ -46,9 +46,12 @@ ENCODER_PRESETS: dict[str, ViTPreset] = {
 def _sincos_cached(embed_dim: int, gh: int, gw: int) -> torch.Tensor:
     if embed_dim % 4:
         raise ValueError(f"sin-cos positions need embed_dim divisible by 4, got {embed_dim}")
-    omega = 1.0 / 10000 ** (torch.arange(embed_dim // 4, dtype=torch.float64) / (embed_dim / 4.0))
-    ys, xs = torch.meshgrid(torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64),
-                            indexing="ij")
+    # Always on the CPU: the result is cached, and a first call under `with torch.device("meta")` (a meta-device
+    # build before loading weights) must not leave a meta tensor in the cache.
+    cpu = torch.device("cpu")
+    omega = 1.0 / 10000 ** (torch.arange(embed_dim // 4, dtype=torch.float64, device=cpu) / (embed_dim / 4.0))
+    ys, xs = torch.meshgrid(torch.arange(gh, dtype=torch.float64, device=cpu),
+                            torch.arange(gw, dtype=torch.float64, device=cpu), indexing="ij")
     # I-JEPA's layout: first half encodes the column (w), second half the row (h); each half is [sin | cos].
     parts = []
     for coord in (xs.reshape(-1), ys.reshape(-1)):
@@ -58,7 +61,7 @@ def _sincos_cached(embed_dim: int, gh: int, gw: int) -> torch.Tensor:
 
 
 def sincos_pos_embed(embed_dim: int, grid: tuple[int, int]) -> torch.Tensor:
-    """Fixed 2-D sin-cos position embedding [gh*gw, embed_dim] (row-major patch order)."""
+    """Fixed 2-D sin-cos position embedding [gh*gw, embed_dim] (row-major patch order), on the CPU."""
     return _sincos_cached(embed_dim, int(grid[0]), int(grid[1])).clone()
 
 
@@ -159,6 +162,10 @@ class VisionTransformerEncoder(VisionTransformer):
         self.register_buffer("pos_table", sincos_pos_embed(embed_dim, self.grid_size), persistent=False)
         self._other_tables: dict[tuple, torch.Tensor] = {}
         init_jepa_weights(self, self.blocks, init)
+
+    def rebuild_buffers(self) -> None:
+        """Recompute the non-persistent buffers (after a meta-device build adopted a state dict)."""
+        self.pos_table = sincos_pos_embed(self.embed_dim, self.grid_size)
 
     @property
     def grid_size(self) -> tuple[int, int]:

@@ -25,7 +25,7 @@ class JEPA(nn.Module):
     C-JEPA, Mo & Tong 2024): I-JEPA's EMA alone lets the encoder fall back on features that depend only on the
     patch position — perfectly predictable, useless once pooled. 0/0 (default) is the I-JEPA objective."""
 
-    def __init__(self, encoder: nn.Module, predictor: nn.Module, loss: str = "l2",
+    def __init__(self, encoder: nn.Module, predictor: nn.Module, loss: str = "smooth_l1",
                  reg_var: float = 0.0, reg_cov: float = 0.0):
         super().__init__()
         if loss not in LOSSES:
@@ -97,7 +97,7 @@ class JEPA(nn.Module):
 
 
 def masked_feature_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
-                        kind: str = "l2") -> torch.Tensor:
+                        kind: str = "smooth_l1") -> torch.Tensor:
     """Mean over valid tokens and features of (pred − target)² (l2) or smooth-L1 (β = 1, as I-JEPA).
     pred/target [T, K, D]; valid [T, K] bool. Padding tokens (variable-length masks) contribute nothing."""
     if pred.dtype in (torch.bfloat16, torch.float16):   # autocast output; fp64 stays fp64 (the golden test)

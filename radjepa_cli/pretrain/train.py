@@ -42,7 +42,7 @@ class PretrainConfig:
     pred_dim: int = 384
     init: str = "official"                 # official (I-JEPA training's) | rescaled (1/sqrt(2·layer) departure)
     init_from: str = ""                    # official I-JEPA .pth.tar to start from (weights + AdamW state)
-    loss: str = "l2"                       # l2 (RadJEPA paper) | smooth_l1 (I-JEPA code)
+    loss: str = "smooth_l1"                # smooth_l1 (I-JEPA code, default) | l2 (the papers' written objective)
     reg_var: float = 0.0                   # VICReg variance term on pooled context embeddings (0: I-JEPA)
     reg_cov: float = 0.0                   # VICReg covariance term (0: I-JEPA)
     masks: MaskConfig = dataclasses.field(default_factory=MaskConfig)
