@@ -239,3 +239,15 @@ def test_encoder_depth_and_width_overrides_reach_the_model_and_run_files():
     assert len(build_model(resolve_config(None, over)).encoder.blocks) == 12      # unset: the preset's depth
     with pytest.raises(ValueError, match="depth"):
         resolve_config(None, {**over, "depth": 0})
+
+
+def test_variance_covariance_stays_fp32_under_bf16_autocast():
+    # Autocast recasts `z.T @ z` to bf16 even after `.float()`; the covariance term must match fp64 to fp32 accuracy.
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(512, 64, generator=g, dtype=torch.float64) + 3.0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        var, cov = variance_covariance(z.to(torch.bfloat16).float())
+    assert cov.dtype == torch.float32 and var.dtype == torch.float32
+    exact_var, exact_cov = variance_covariance(z.to(torch.bfloat16).double())   # same inputs, fp64 arithmetic
+    assert abs(cov.item() - exact_cov.item()) / exact_cov.item() < 1e-4
+    assert abs(var.item() - exact_var.item()) < 1e-5

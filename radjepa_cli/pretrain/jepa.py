@@ -122,13 +122,16 @@ def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 def variance_covariance(z: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
     """VICReg's terms (Bardes et al. 2022) over a batch of embeddings z [B, D]: the mean hinge max(0, 1 − std)
     per feature, and the squared off-diagonal covariances summed and divided by D. Statistics are per process."""
-    z = z.float()
-    n, d = z.shape
-    if n < 2:
-        zero = z.sum() * 0.0
-        return zero, zero
-    z = z - z.mean(0)
-    var = F.relu(1.0 - torch.sqrt(z.var(0) + eps)).mean()
-    c = (z.T @ z) / (n - 1)
-    cov = (c.pow(2).sum() - c.diagonal().pow(2).sum()) / d
+    # Autocast recasts matmul inputs to its low dtype whatever `.float()` did, and bf16's 8-bit mantissa makes
+    # the small off-diagonal covariances noise; so the whole computation runs with autocast off, in fp32 or better.
+    with torch.autocast(z.device.type, enabled=False):
+        z = z.float() if z.dtype in (torch.bfloat16, torch.float16) else z
+        n, d = z.shape
+        if n < 2:
+            zero = z.sum() * 0.0
+            return zero, zero
+        z = z - z.mean(0)
+        var = F.relu(1.0 - torch.sqrt(z.var(0) + eps)).mean()
+        c = (z.T @ z) / (n - 1)
+        cov = (c.pow(2).sum() - c.diagonal().pow(2).sum()) / d
     return var, cov
