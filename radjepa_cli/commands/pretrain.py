@@ -65,6 +65,9 @@ def register(app: typer.Typer) -> None:
         log_every: int = typer.Option(None, "--log-every", help="Steps between metrics.jsonl lines."),
         monitor_every: int = typer.Option(None, "--monitor-every", help="Steps between collapse measurements."),
         resume: bool = typer.Option(None, "--resume", help="Continue the run in --out from its latest checkpoint."),
+        device: str = typer.Option("auto", "--device", help="auto (CUDA when it works, CPU on a machine without "
+                                   "an NVIDIA GPU; a GPU whose CUDA fails is an error) | cuda (error if unusable) | "
+                                   "cpu (train on the CPU on purpose)."),
         gpus: int = typer.Option(0, "--gpus", help="Local GPU processes (NCCL)."),
         procs: int = typer.Option(0, "--procs", help="Local CPU processes (gloo)."),
         nnodes: int = typer.Option(1, "--nnodes", help="Nodes in the job."),
@@ -102,7 +105,8 @@ def register(app: typer.Typer) -> None:
         try:
             cfg = resolve_config(config, overrides)
             opts = LaunchOptions(gpus=gpus, procs=procs, nnodes=nnodes, node_rank=node_rank,
-                                 rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id, max_restarts=max_restarts)
+                                 rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id, max_restarts=max_restarts,
+                                 device=device)
             summary = run_pretrain(cfg, opts)
         except (ValueError, FileNotFoundError, FileExistsError, KeyError, TypeError, RuntimeError) as e:
             # NonFiniteLossError and WorkerFailedError are RuntimeErrors with a complete message.

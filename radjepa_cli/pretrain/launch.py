@@ -17,6 +17,9 @@ from radjepa_cli import config as config_mod
 from radjepa_cli.pretrain.train import DistInfo, PretrainConfig, train
 
 
+DEVICES = ("auto", "cuda", "cpu")
+
+
 class WorkerFailedError(RuntimeError):
     """A training process failed; the message names its rank and says why."""
 
@@ -30,8 +33,13 @@ class LaunchOptions:
     rdzv_endpoint: str | None = None   # HOST:PORT of the rendezvous (node 0); needed with nnodes > 1
     rdzv_id: str | None = None         # same on every node of one job
     max_restarts: int = 0
+    device: str = "auto"               # auto | cuda | cpu (see resolve_device)
 
     def validate(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"--device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        if self.gpus and self.device == "cpu":
+            raise ValueError("--gpus N runs CUDA processes; with --device cpu use --procs N")
         if self.gpus and self.procs:
             raise ValueError("give --gpus N or --procs N, not both")
         if self.gpus < 0 or self.procs < 0 or self.nnodes < 1 or self.max_restarts < 0:
@@ -72,6 +80,77 @@ def external_launch(env: dict[str, str] | None = None) -> dict[str, str] | None:
     return None
 
 
+# ---------------------------------------------------------------------------------------------- devices
+def _nvidia_present() -> bool:
+    """An NVIDIA driver or device node exists, so a user on this machine expects the GPU to be used."""
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidia0")
+
+
+def cuda_problem() -> str | None:
+    """None when CUDA works here; otherwise one sentence on why not (CPU-only torch, GPUs hidden, driver)."""
+    import warnings
+
+    import torch
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build (install a CUDA build of torch)"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ok = torch.cuda.is_available()
+    if ok:
+        return None
+    if visible is not None and visible.strip() in ("", "-1", "none", "NoDevFiles"):
+        return f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU"
+    # torch's own warning says why, e.g. "The NVIDIA driver on your system is too old (found version 12020)".
+    why = " ".join(str(caught[-1].message).split()) if caught else "no CUDA device found (no driver or no GPU)"
+    return f"CUDA is not usable with torch {torch.__version__} (CUDA {torch.version.cuda}): {why}"
+
+
+def resolve_device(requested: str = "auto", *, gpus: int = 0, procs: int = 0) -> str:
+    """"cuda" or "cpu" for the training processes. `cpu` (or --procs) always gives CPU; `cuda` or --gpus need a
+    working CUDA and raise a clear error otherwise; `auto` uses CUDA when it works and CPU on a machine without
+    NVIDIA hardware — but where a GPU is present and CUDA fails (e.g. a driver too old for this torch) it raises
+    rather than train silently on the CPU, unless the user says --device cpu."""
+    if requested not in DEVICES:
+        raise ValueError(f"--device must be one of {', '.join(DEVICES)}, not {requested!r}")
+    if requested == "cpu" or (procs and requested == "auto"):
+        return "cpu"
+    problem = cuda_problem()
+    if problem is None:
+        return "cuda"
+    if requested == "cuda" or gpus:
+        flag = "--device cuda" if requested == "cuda" else f"--gpus {gpus}"
+        raise RuntimeError(f"{flag} needs CUDA: {problem}. Use --device cpu (with --procs N for several CPU "
+                           "processes) to train on the CPU")
+    if _nvidia_present():
+        raise RuntimeError(f"this machine has an NVIDIA GPU but {problem}; fix CUDA, or pass --device cpu to "
+                           "train on the CPU on purpose")
+    return "cpu"
+
+
+def cuda_device_index(env: dict[str, str] | None = None) -> int:
+    """The CUDA ordinal (among the devices this process sees) that this process should use.
+
+    torchrun, or srun with every GPU of the node visible to every task: LOCAL_RANK (SLURM_LOCALID).
+    srun --gpus-per-task=1 (or a per-task CUDA_VISIBLE_DEVICES): the task sees one GPU, ordinal 0, whatever its
+    local rank. Ordinals are always relative to CUDA_VISIBLE_DEVICES, which torch's device count reflects."""
+    import torch
+    env = dict(os.environ if env is None else env)
+    local = int(env.get("LOCAL_RANK", env.get("SLURM_LOCALID", "0")))
+    visible = torch.cuda.device_count()
+    if visible < 1:
+        raise RuntimeError(f"local rank {local} needs a GPU but none is visible "
+                           f"(CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '<unset>')!r})")
+    if visible == 1:
+        return 0
+    if local < visible:
+        return local
+    raise RuntimeError(
+        f"local rank {local} but only {visible} GPU(s) visible to this process "
+        f"(CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '<unset>')!r}): start at most {visible} "
+        "processes per node, or give each process its own GPU (srun --gpus-per-task=1)")
+
+
 # ---------------------------------------------------------------------------------------------- workers
 def _worker(cfg_dict: dict[str, Any], device: str) -> dict[str, Any] | None:
     """One training process under an initialised environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*)."""
@@ -80,10 +159,11 @@ def _worker(cfg_dict: dict[str, Any], device: str) -> dict[str, Any] | None:
     cfg = config_mod.from_dict(PretrainConfig, cfg_dict)
     info = DistInfo(rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
                     local_rank=int(os.environ.get("LOCAL_RANK", "0")), device=device)
+    if device == "cuda":
+        import torch
+        info.cuda_index = cuda_device_index()
+        torch.cuda.set_device(info.cuda_index)   # before NCCL init, so each rank binds its own GPU
     if info.world_size > 1 and not tdist.is_initialized():
-        if device == "cuda":
-            import torch
-            torch.cuda.set_device(info.local_rank)   # before NCCL init, so each rank binds its own GPU
         tdist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
     try:
         return train(cfg, info)
@@ -123,23 +203,18 @@ def run_pretrain(cfg: PretrainConfig, opts: LaunchOptions | None = None) -> dict
     cfg.validate()
     import torch
 
+    device = resolve_device(opts.device, gpus=opts.gpus, procs=opts.procs)
     ext = external_launch()
     if ext is not None:
         os.environ.update(ext)
-        device = "cuda" if torch.cuda.is_available() and not opts.procs else "cpu"
         return _worker(config_mod.to_dict(cfg), device)
 
     nproc = opts.gpus or opts.procs or 1
-    device = "cuda" if opts.gpus else "cpu"
-    if opts.gpus:
-        if not torch.cuda.is_available():
-            raise RuntimeError("--gpus needs CUDA, which this machine lacks; use --procs N for CPU processes")
-        if opts.gpus > torch.cuda.device_count():
-            raise RuntimeError(f"--gpus {opts.gpus} but only {torch.cuda.device_count()} CUDA device(s) visible")
+    if opts.gpus and opts.gpus > torch.cuda.device_count():
+        raise RuntimeError(f"--gpus {opts.gpus} but only {torch.cuda.device_count()} CUDA device(s) visible")
     if nproc == 1 and opts.nnodes == 1 and opts.max_restarts == 0:
-        if device == "cpu" and not opts.procs and torch.cuda.is_available():
-            device = "cuda"   # a plain start on a GPU machine uses its first GPU
-        return train(cfg, DistInfo(device=device))
+        # a plain start: the first visible GPU (cuda_index 0), or the CPU
+        return train(cfg, DistInfo(device=device, cuda_index=0 if device == "cuda" else None))
 
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch

@@ -154,14 +154,15 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: str = "cpu"     # "cpu" or "cuda"
+    cuda_index: int | None = None   # visible CUDA ordinal (launch.cuda_device_index); None: local_rank
 
 
 def _setup(cfg: PretrainConfig, dist: DistInfo) -> torch.device:
     import radjepa_kernels
     radjepa_kernels.set_backend(cfg.kernels)
     if dist.device == "cuda":
-        torch.cuda.set_device(dist.local_rank)
-        device = torch.device("cuda", dist.local_rank)
+        device = torch.device("cuda", dist.local_rank if dist.cuda_index is None else dist.cuda_index)
+        torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     else:
@@ -266,7 +267,7 @@ def train(cfg: PretrainConfig, dist: DistInfo | None = None,
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
         # Buffers (the predictor's fixed positions) are identical on every rank; syncing them costs ~nothing.
-        model = DDP(model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     agree_group = tdist.new_group(backend="gloo") if distributed and device.type == "cuda" else None
     agree = all_ranks_agree(agree_group)
     loader_factory = loader_factory or default_loader_factory(cfg, dist, core.encoder.grid_size)
