@@ -47,10 +47,12 @@ def _load_kernels():
 
 
 K = _load_kernels()
+KCHECK = importlib.import_module("radjepa_kernels.check")   # tolerances and rel_err shared with the self-check
 T0 = time.perf_counter()
 BUDGET_S = 240.0  # set from --budget-s
 RESULTS: list[dict] = []
 CHECKS: list[dict] = []
+BUDGET_CUT: list[str] = []   # shapes/parts the time budget left out: the run then exits 1 (its table is partial)
 
 
 # ----------------------------------------------------------------------------------------------------- timing
@@ -110,9 +112,7 @@ def compiled(fn, enabled: bool):
         return None
 
 
-def rel_err(a, ref) -> float:
-    a, ref = a.detach().double(), ref.detach().double()
-    return ((a - ref).norm() / ref.norm().clamp_min(1e-12)).item()
+rel_err = KCHECK.rel_err   # one definition of the error measure, shared with the self-check and the tests
 
 
 def check(name: str, err: float, tol: float):
@@ -129,8 +129,9 @@ def correctness(device: torch.device):
     K.set_backend("triton" if device.type == "cuda" or interpret else "eager")
     g = torch.Generator(device="cpu").manual_seed(0)
     rnd = lambda *s, dtype=torch.float32: torch.randn(*s, generator=g).to(device=device, dtype=dtype)  # noqa: E731
-    tol = {torch.float32: 1e-5 if torch.get_float32_matmul_precision() == "highest" else 2e-3,
-           torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
+    tol = dict(KCHECK.TOL)
+    if torch.get_float32_matmul_precision() != "highest":   # fp32 matmuls in TF32 (10-bit mantissa)
+        tol[torch.float32] = max(tol[torch.float32], 2e-3)
     for dtype in (torch.float32, torch.bfloat16):
         x, pos = rnd(3, 50, 96, dtype=dtype).requires_grad_(), rnd(50, 96)
         idx = torch.stack([torch.randperm(50, generator=g)[:37] for _ in range(6)]).view(2, 3, 37)
@@ -262,60 +263,93 @@ def bench_gather(device, cpu: bool, use_compile: bool):
                 outs, lambda o, g, x: torch.autograd.grad(o, x, g, retain_graph=True)), bwd_bytes, device)
 
 
-def bench_attention(device, cpu: bool, use_compile: bool, budget_s: float):
+def attention_shapes(cpu: bool) -> list[tuple[int, int, int, int, str]]:
+    """(B, H, N, d, mode) in priority order (the time budget cuts from the end). Predictor shapes: B·masks 512,
+    12 heads of 32 (ViT-B's 384-wide predictor) or 64, 3 heads of 128 (vit_tiny's); mode dense | kpm (key padding,
+    what --variable-length pads to) | varlen (the same lengths packed, no padding compute)."""
+    if cpu:
+        return [(16, 3, 50, 32, "dense"), (16, 3, 50, 32, "kpm"), (16, 3, 50, 32, "varlen"),
+                (16, 3, 50, 128, "dense"), (16, 3, 200, 64, "dense")]
+    return [(512, 12, 200, 32, "dense"), (512, 12, 200, 32, "kpm"), (512, 12, 200, 32, "varlen"),
+            (512, 12, 200, 64, "dense"), (512, 3, 200, 128, "dense"), (512, 3, 200, 128, "kpm"),
+            (512, 3, 200, 128, "varlen"), (512, 12, 50, 32, "dense"), (512, 12, 100, 32, "dense"),
+            (512, 12, 50, 64, "dense"), (512, 12, 100, 64, "dense")]
+
+
+def bench_attention(device, cpu: bool, use_compile: bool, budget_s: float, shapes=None):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     dtype = torch.float32 if cpu else torch.bfloat16
     esz = torch.finfo(dtype).bits // 8
-    shapes = [(16, 3, n, d) for n in (50, 200) for d in (32, 64)] if cpu else \
-        [(512, 12, n, d) for n in (200, 50, 100) for d in (32, 64)]  # most important first (time budget)
+    shapes = shapes or attention_shapes(cpu)
     try:
         import xformers.ops as xops
     except Exception:
         xops = None
 
-    def materialised(q, k, v):  # I-JEPA / timm pre-SDPA attention
+    def materialised(q, k, v, kpm=None):  # I-JEPA / timm pre-SDPA attention
         a = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+        if kpm is not None:
+            a = a.masked_fill(~kpm[:, None, None, :], float("-inf"))
         return a.softmax(dim=-1) @ v
 
-    def pinned(backend):
+    def pinned(backend, kpm=None):
+        mask = None if kpm is None else kpm[:, None, None, :]   # bool, True = attend
+
         def fn(q, k, v):
             with sdpa_kernel(backend):
-                return F.scaled_dot_product_attention(q, k, v)
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return fn
 
     cmat = compiled(materialised, use_compile)
-    for B, H, N, d in shapes:
+    g = torch.Generator(device="cpu").manual_seed(0)
+    for i, (B, H, N, d, mode) in enumerate(shapes):
         if time.perf_counter() - T0 > budget_s:
-            print(f"  (time budget reached: attention shapes from B{B} H{H} N{N} d{d} on skipped)")
+            cut = [f"attn B{b} H{h} N{n} d{dd} {m}" for b, h, n, dd, m in shapes[i:]]
+            BUDGET_CUT.extend(cut)
+            print(f"  (time budget reached: {len(cut)} attention shapes skipped: {', '.join(cut)})")
             break
-        label = f"B{B} H{H} N{N} d{d} {str(dtype)[6:]}"
+        label = f"B{B} H{H} N{N} d{d} {str(dtype)[6:]}{'' if mode == 'dense' else ' ' + mode}"
         print(f"attention ({label}):")
+        kpm, lens = None, torch.full((B,), N)
+        if mode != "dense":   # lengths as --variable-length makes them: between half and all of N
+            lens = torch.randint(N // 2, N + 1, (B,), generator=g)
+            lens[0] = N
+            kpm = (torch.arange(N)[None, :] < lens[:, None]).to(device)
         sets = [[torch.randn(B, H, N, d, device=device, dtype=dtype, requires_grad=True) for _ in range(3)]
                 for _ in range(2)]
-        impls = [("(a) materialised scores", materialised)]
+        impls = [("(a) materialised scores", lambda q, k, v, m=kpm: materialised(q, k, v, m), sets)]
         for be in (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION,
                    SDPBackend.MATH):
-            impls.append((f"(b) SDPA {be.name.lower()}", pinned(be)))
-        if xops is not None and not cpu:
+            impls.append((f"(b) SDPA {be.name.lower()}", pinned(be, kpm), sets))
+        if xops is not None and not cpu and mode == "dense":
             impls.append(("(b) xformers", lambda q, k, v: xops.memory_efficient_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)))
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2), sets))
         if cmat is not None:
-            impls.append(("(c) torch.compile(materialised)", cmat))
-        impls.append(("(d) ours" if not cpu else "(d) ours: CPU path (SDPA)", K.attention))
-        x = B * H * N * d * esz
-        for name, fn in impls:
-            row = record("attn", label, name, "fwd", rotating(sets, lambda q, k, v, f=fn: f(
+            impls.append(("(c) torch.compile(materialised)", lambda q, k, v, m=kpm: cmat(q, k, v, m), sets))
+        ours = "(d) ours" if not cpu else "(d) ours: CPU path (SDPA)"
+        if mode == "varlen":
+            cu = torch.cat([torch.zeros(1, dtype=torch.long), lens.cumsum(0)]).to(device=device, dtype=torch.int32)
+            total, max_len = int(lens.sum()), int(lens.max())
+            packed = [[torch.randn(total, H, d, device=device, dtype=dtype, requires_grad=True) for _ in range(3)]
+                      for _ in range(2)]
+            impls.append((ours + " varlen (packed)",
+                          lambda q, k, v: K.attention_varlen(q, k, v, cu, max_len), packed))
+        else:
+            impls.append((ours, lambda q, k, v, m=kpm: K.attention(q, k, v, m), sets))
+        x = int(lens.sum()) * H * d * esz   # bytes of one real q/k/v/o: padding is not useful work
+        for name, fn, ins in impls:
+            row = record("attn", label, name, "fwd", rotating(ins, lambda q, k, v, f=fn: f(
                 q.detach(), k.detach(), v.detach())), 4 * x, device)
             if row.get("ms") is None:
                 continue
             try:
-                outs = [(fn(*s), torch.randn(B, H, N, d, device=device, dtype=dtype), s) for s in sets]
+                outs = [(fn(*s), torch.randn_like(fn(*s)), s) for s in ins]
             except Exception as e:
                 RESULTS.append(dict(kernel="attn", shape=label, impl=name, direction="bwd", ms=None,
                                     error=f"{type(e).__name__}: {e}"[:160]))
                 continue
-            record("attn", label, name, "bwd", rotating(outs, lambda o, g, s: torch.autograd.grad(
-                o, s, g, retain_graph=True)), 8 * x, device)
+            record("attn", label, name, "bwd", rotating(outs, lambda o, gr, s: torch.autograd.grad(
+                o, s, gr, retain_graph=True)), 8 * x, device)
             del outs
 
 
@@ -329,6 +363,7 @@ def bench_step(device, cpu: bool, budget_s: float):
         JEPA = None
     if time.perf_counter() - T0 > budget_s:
         print("step: skipped (time budget)")
+        BUDGET_CUT.append("step")
         return
     model, img, B = ("vit_tiny", 56, 4) if cpu else ("vit_base", 224, 128)
     torch.manual_seed(0)
@@ -440,6 +475,9 @@ def main(argv=None) -> int:
     BUDGET_S = args.budget_s
     device = torch.device(args.device)
     cpu = device.type == "cpu"
+    if not cpu:   # Triton launches, do_bench's events and synchronize() act on the current device
+        from radjepa_cli.pretrain.launch import bind_cuda_device
+        device = bind_cuda_device(args.device)
     use_compile = args.compile == "on" or (args.compile == "auto" and not cpu)
     skip = set(filter(None, args.skip.split(",")))
     if cpu:
@@ -478,6 +516,7 @@ def main(argv=None) -> int:
     speedups()
     meta["elapsed_s"] = time.perf_counter() - T0
     meta["failed_parts"] = failed
+    meta["budget_cut"] = BUDGET_CUT
     bad = [c for c in CHECKS if not c["ok"]]
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -485,8 +524,9 @@ def main(argv=None) -> int:
                                                            indent=1))
         write_atomic(args.out / "kernels.md", markdown(meta))
         print(f"wrote {args.out / 'kernels.json'} and {args.out / 'kernels.md'}")
-    print(f"done in {meta['elapsed_s']:.0f} s; {len(bad)} failed correctness checks; failed parts: {failed or 'none'}")
-    return 1 if bad or failed else 0
+    print(f"done in {meta['elapsed_s']:.0f} s; {len(bad)} failed correctness checks; failed parts: {failed or 'none'}"
+          f"; cut by the time budget: {', '.join(BUDGET_CUT) or 'nothing'}")
+    return 1 if bad or failed or BUDGET_CUT else 0
 
 
 if __name__ == "__main__":

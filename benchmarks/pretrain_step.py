@@ -25,8 +25,26 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# Dense bf16 tensor-core peaks (no sparsity), FLOP/s, matched on the device name.
-PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "RTX 4090": 165e12}
+# Dense bf16 tensor-core peaks (no sparsity), FLOP/s, from NVIDIA's data sheets, matched on the device name in this
+# order (the most specific first: "H100 PCIe" and "H100 NVL" are slower cards than the SXM "H100 80GB HBM3").
+PEAK_BF16 = [("H200 NVL", 835e12), ("H200", 989e12), ("H100 NVL", 835e12), ("H100 PCIe", 756e12),
+             ("H100", 989e12), ("H800 PCIe", 756e12), ("H800", 989e12), ("A100", 312e12), ("L40S", 362e12),
+             ("A10", 125e12), ("RTX 4090", 165e12)]
+BACKENDS = ("eager", "triton", "auto", "compile")   # compile = torch.compile of the model with the eager kernels
+
+
+def peak_bf16(device_name: str) -> float | None:
+    """Dense bf16 peak FLOP/s of a GPU by its torch device name; None when the card is not in the table."""
+    return next((v for k, v in PEAK_BF16 if k in device_name), None)
+
+
+def loss_tolerance(cuda: bool) -> float:
+    """Relative tolerance between backends' first-step losses: the kernels' own bound for the step's precision
+    (bf16 autocast on CUDA, fp32 on CPU), from kernels/check.py so the two never drift apart."""
+    import torch
+
+    from radjepa_kernels.check import TOL
+    return TOL[torch.bfloat16] if cuda else 100 * TOL[torch.float32]   # fp32: many ops' rounding accumulates
 
 
 def ensure_kernels_importable() -> None:
@@ -77,12 +95,18 @@ def bench_one(args, kernels: str) -> dict:
     from radjepa_cli.pretrain.masks import MaskConfig, MultiBlockMaskCollator
     from radjepa_cli.pretrain.train import PretrainConfig, build_model
 
-    radjepa_kernels.set_backend(kernels)
+    if kernels not in BACKENDS:
+        raise ValueError(f"--kernels takes a comma list of {', '.join(BACKENDS)}, not {kernels!r}")
+    radjepa_kernels.set_backend("eager" if kernels == "compile" else kernels)
     dev = torch.device(args.device)
+    if dev.type == "cuda":   # each backend's peak alone: free the previous one's cache, then reset the counter
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
     torch.manual_seed(0)
     cfg = PretrainConfig(shards="-", out="-", model=args.model, image_size=args.image_size,
                          patch_size=args.patch_size, pred_depth=args.pred_depth, pred_dim=args.pred_dim, steps=1)
     model = build_model(cfg).to(dev)
+    forward = torch.compile(model) if kernels == "compile" else model
     opt = torch.optim.AdamW(model.param_groups(), lr=1e-4,
                             **({"fused": True} if dev.type == "cuda" else {"foreach": True}))
     grid = model.encoder.grid_size
@@ -100,10 +124,14 @@ def bench_one(args, kernels: str) -> dict:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast(
         "cpu", enabled=False)
 
+    losses = []
+
     def step(i: int) -> None:
         me, mp = masks[i % n_batches]
         with autocast:
-            loss = model((images[i % 2] - 0.5) / 0.25, me, mp)
+            loss = forward((images[i % 2] - 0.5) / 0.25, me, mp)
+        if not losses:   # the first step: same seed, weights and batch for every backend, so comparable
+            losses.append(loss.detach().float())
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -127,13 +155,13 @@ def bench_one(args, kernels: str) -> dict:
                             pred_depth=model.predictor.depth, n_ctx_masks=masks[0][0].shape[0],
                             ctx_tokens=statistics.mean(ctx_tok), n_pred_masks=masks[0][1].shape[0],
                             pred_tokens=statistics.mean(pred_tok))
-    out = {"kernels": kernels, "step_s_median": med, "images_per_s": args.batch_size / med,
+    out = {"kernels": kernels, "loss_first_step": float(losses[0]), "step_s_median": med, "images_per_s": args.batch_size / med,
            "model_tflop_per_step": flops["total"] / 1e12, "achieved_tflops": flops["total"] / med / 1e12,
            "flops_split": {k: round(v / flops["total"], 3) for k, v in flops.items() if k != "total"},
            "masks_per_s": masks_per_s, "ctx_tokens": statistics.mean(ctx_tok), "pred_tokens": statistics.mean(pred_tok)}
     if dev.type == "cuda":
         name = torch.cuda.get_device_name(dev)
-        peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
+        peak = peak_bf16(name)
         out.update(device=name, peak_tflops=peak / 1e12 if peak else None,
                    mfu=flops["total"] / med / peak if peak else None,
                    max_memory_gib=torch.cuda.max_memory_allocated(dev) / 2 ** 30)
@@ -175,24 +203,37 @@ def main(argv=None) -> list[dict]:
     args.min_keep = args.min_keep if args.min_keep is not None else (10 if grid >= 12 else 4)
     if args.threads:
         torch.set_num_threads(args.threads)
-    kernels = (args.kernels or ("eager,triton" if cuda else "eager")).split(",")
+    kernels = (args.kernels or ("eager,triton,compile" if cuda else "eager")).split(",")
+    if cuda:
+        from radjepa_cli.pretrain.launch import bind_cuda_device
+        args.device = str(bind_cuda_device(args.device))   # Triton launches on the current device: make it ours
 
     results = []
     for k in kernels:
         r = {"model": args.model, "image_size": args.image_size, "patch_size": args.patch_size,
-             "batch_size": args.batch_size, **bench_one(args, k)}
+             "batch_size": args.batch_size}
+        try:
+            r.update(bench_one(args, k))
+        except Exception as e:   # one backend's crash is a failed check; the others still run
+            r.update(kernels=k, error=f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
+                     failed=[f"{k}: crashed"])
+            results.append(r)
+            print(f"[{k}] FAILED: {r['error']}", flush=True)
+            continue
         results.append(r)
         mfu = f"  MFU {100 * r['mfu']:.1f}% of {r['peak_tflops']:.0f} TFLOP/s" if r.get("mfu") else ""
+        mem = f", peak {r['max_memory_gib']:.1f} GiB" if r.get("max_memory_gib") is not None else ""
         print(f"{args.model}/{args.patch_size} @ {args.image_size}px batch {args.batch_size} [{k}] on {r['device']}: "
-              f"{r['images_per_s']:.1f} img/s, {r['achieved_tflops']:.2f} model TFLOP/s{mfu}; "
-              f"collator {r['masks_per_s']:.0f} masks/s", flush=True)
+              f"{r['images_per_s']:.1f} img/s, {r['achieved_tflops']:.2f} model TFLOP/s{mfu}{mem}; "
+              f"first loss {r['loss_first_step']:.5f}; collator {r['masks_per_s']:.0f} masks/s", flush=True)
+    compare_losses(results, loss_tolerance(cuda))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))
     if args.results:
         date = datetime.date.today().isoformat()
         with args.results.open("a") as f:
-            for r in results:
+            for r in (r for r in results if "error" not in r):
                 mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "-"
                 f.write(f"| {date} | {r['device']} | pretrain step {r['model']}/{r['patch_size']} {r['image_size']}px "
                         f"b{r['batch_size']} | {r['kernels']} | {r['images_per_s']:.1f} img/s | "
@@ -200,5 +241,34 @@ def main(argv=None) -> list[dict]:
     return results
 
 
+def compare_losses(results: list[dict], tol: float) -> None:
+    """Mark each backend's first-step loss against the first backend's (eager when listed first): a fused kernel
+    that trains a different model fails here even when it is fast. Non-finite losses fail too."""
+    import math
+
+    import torch
+
+    from radjepa_kernels.check import rel_err
+    ok_rows = [r for r in results if "error" not in r]
+    ref = ok_rows[0] if ok_rows else None
+    for r in ok_rows:
+        r.setdefault("failed", [])
+        loss = r["loss_first_step"]
+        if not math.isfinite(loss):
+            r["failed"].append(f"{r['kernels']}: non-finite loss {loss}")
+            continue
+        err = rel_err(torch.tensor(loss, dtype=torch.float64),
+                      torch.tensor(ref["loss_first_step"], dtype=torch.float64))
+        r.update(loss_ref=ref["kernels"], loss_rel_err=err, loss_tol=tol)
+        if err > tol:
+            r["failed"].append(f"{r['kernels']}: first-step loss {loss:.6f} vs {ref['kernels']} "
+                               f"{ref['loss_first_step']:.6f} (rel. err {err:.1e} > {tol:.0e})")
+            print(f"[{r['kernels']}] FAILED: {r['failed'][-1]}", flush=True)
+
+
+def failures(results: list[dict]) -> list[str]:
+    return [f for r in results for f in r.get("failed", [])]
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(1 if failures(main()) else 0)

@@ -151,6 +151,22 @@ def cuda_device_index(env: dict[str, str] | None = None) -> int:
         "processes per node, or give each process its own GPU (srun --gpus-per-task=1)")
 
 
+def bind_cuda_device(spec: str | int) -> "torch.device":
+    """Make `spec` ("cuda", "cuda:1", 1) the current CUDA device and return it. Triton launches its kernels and
+    do_bench/synchronize act on the *current* device, so a benchmark given --device cuda:1 must bind it."""
+    import torch
+    dev = torch.device("cuda", spec) if isinstance(spec, int) else torch.device(spec)
+    if dev.type != "cuda":
+        raise ValueError(f"{spec!r} is not a CUDA device")
+    n = torch.cuda.device_count()
+    index = 0 if dev.index is None else dev.index
+    if index >= n:
+        raise RuntimeError(f"CUDA device {index} requested but only {n} visible "
+                           f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')!r})")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
 # ---------------------------------------------------------------------------------------------- workers
 def _worker(cfg_dict: dict[str, Any], device: str) -> dict[str, Any] | None:
     """One training process under an initialised environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*)."""
