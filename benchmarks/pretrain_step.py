@@ -103,7 +103,7 @@ def bench_one(args, kernels: str) -> dict:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(dev)
     torch.manual_seed(0)
-    cfg = PretrainConfig(shards="-", out="-", model=args.model, image_size=args.image_size,
+    cfg = PretrainConfig(shards="-", out="-", model=args.model, depth=args.depth, image_size=args.image_size,
                          patch_size=args.patch_size, pred_depth=args.pred_depth, pred_dim=args.pred_dim, steps=1)
     model = build_model(cfg).to(dev)
     forward = torch.compile(model) if kernels == "compile" else model
@@ -176,6 +176,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--image-size", type=int, default=None, help="default: 224 on CUDA, 112 on CPU")
     p.add_argument("--patch-size", type=int, default=14)
     p.add_argument("--batch-size", type=int, default=None, help="default: 128 on CUDA, 16 on CPU")
+    p.add_argument("--depth", type=int, default=None, help="encoder blocks (default: the preset's)")
     p.add_argument("--pred-depth", type=int, default=None)
     p.add_argument("--pred-dim", type=int, default=384)
     p.add_argument("--min-keep", type=int, default=None, help="default 10 (4 below a 12×12 patch grid)")

@@ -124,3 +124,15 @@ def test_pretrain_cli_reports_unusable_cuda_as_an_error(monkeypatch, tmp_path):
                                    "--device", "cuda"])
     assert res.exit_code == 1
     assert "needs CUDA" in res.output and "too old" in res.output
+
+
+def test_benchmark_device_cuda_1_becomes_the_current_device(monkeypatch):
+    # Triton launches on the current device: `--device cuda:1` must bind 1, not leave kernels on device 0.
+    from radjepa_cli.pretrain.launch import bind_cuda_device
+    _gpus(monkeypatch, 2)
+    bound = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: bound.append(i))
+    assert bind_cuda_device("cuda:1") == torch.device("cuda", 1) and bound == [1]
+    assert bind_cuda_device("cuda") == torch.device("cuda", 0) and bound == [1, 0]
+    with pytest.raises(RuntimeError, match="CUDA device 2 requested but only 2 visible"):
+        bind_cuda_device("cuda:2")
