@@ -43,7 +43,7 @@ BUDGETS = {"kernel_check": (120, 40), "kernel_timing": (100, 25), "pretrain_step
            "phantom_pretrain": (80, 45), "generate": (30, 25)}
 USAGE_ERROR = 2   # argparse's exit status for a command line it does not accept
 
-BLOCKER = '''"""Written by benchmarks/device_check.py --cpu: the device machine lacks these packages; fail their import."""
+BLOCKER = '''"""Written by benchmarks/device_check.py --cpu: the device machine lacks these packages; fail on import."""
 import importlib.abc
 import sys
 

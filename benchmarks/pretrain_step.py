@@ -157,7 +157,8 @@ def bench_one(args, kernels: str) -> dict:
                             pred_depth=model.predictor.depth, n_ctx_masks=masks[0][0].shape[0],
                             ctx_tokens=statistics.mean(ctx_tok), n_pred_masks=masks[0][1].shape[0],
                             pred_tokens=statistics.mean(pred_tok))
-    out = {"kernels": kernels, "loss_first_step": float(losses[0]), "step_s_median": med, "images_per_s": args.batch_size / med,
+    out = {"kernels": kernels, "loss_first_step": float(losses[0]), "step_s_median": med,
+           "images_per_s": args.batch_size / med,
            "model_tflop_per_step": flops["total"] / 1e12, "achieved_tflops": flops["total"] / med / 1e12,
            "flops_split": {k: round(v / flops["total"], 3) for k, v in flops.items() if k != "total"},
            "masks_per_s": masks_per_s, "ctx_tokens": statistics.mean(ctx_tok), "pred_tokens": statistics.mean(pred_tok)}
