@@ -28,6 +28,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -70,7 +71,9 @@ def part_env(work: Path, cpu: bool) -> dict[str, str]:
     link = site / "radjepa_kernels"
     if not link.exists():
         link.symlink_to(ROOT / "kernels", target_is_directory=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]), "PYTHONUNBUFFERED": "1",
+    # Keep the caller's PYTHONPATH after ours: wheels of missing pure-Python packages may be carried on it.
+    path = [str(site), str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "PYTHONUNBUFFERED": "1",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RADJEPA_KERNEL_CACHE": str(work / "selfcheck.json"),
            "MPLBACKEND": "Agg"}
     if cpu:
@@ -127,14 +130,28 @@ def part_commands(name: str, out: Path, work: Path, cpu: bool, budget: float) ->
     raise ValueError(f"unknown part {name!r}")
 
 
-def make_shards(work: Path, env: dict, cpu: bool, log) -> int:
+def run_cmd(cmd: list[str], env: dict, log, timeout: float) -> int:
+    """Run cmd with output to log; past `timeout` kill its whole process group (loader workers, compile workers),
+    not only the direct child, so nothing of a killed part keeps using the machine."""
+    log.write(f"$ {' '.join(cmd)}\n")
+    log.flush()
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        return proc.wait(timeout=max(1.0, timeout))
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+
+
+def make_shards(work: Path, env: dict, cpu: bool, log, timeout: float) -> int:
     """Phantom shards for the loader and the pretraining parts, made once with the real prepare-data CLI."""
     if (work / "shards" / "manifest.json").is_file():
         return 0
     n, size = ("64", "64") if cpu else ("2048", "256")
     cmd = cli("prepare-data", "synthetic", "--out", str(work / "shards"), "--n", n, "--size", size,
               "--shard-size", "256", "--salt", "devcheck", "--split", "all")
-    return subprocess.run(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=120).returncode
+    return run_cmd(cmd, env, log, timeout)
 
 
 def run_part(name: str, out: Path, work: Path, env: dict, cpu: bool, budget: float) -> dict:
@@ -142,15 +159,11 @@ def run_part(name: str, out: Path, work: Path, env: dict, cpu: bool, budget: flo
     row = {"part": name, "budget_s": budget, "log": f"{name}.log"}
     with open(out / f"{name}.log", "w") as log:
         try:
-            if name in ("loader", "phantom_pretrain") and make_shards(work, env, cpu, log) != 0:
+            if name in ("loader", "phantom_pretrain") and make_shards(work, env, cpu, log, budget) != 0:
                 row.update(status="failed", why="prepare-data synthetic failed (see the log)")
                 return _done(row, t0)
             for cmd in part_commands(name, out, work, cpu, budget):
-                left = budget - (time.perf_counter() - t0)
-                log.write(f"$ {' '.join(cmd)}\n")
-                log.flush()
-                rc = subprocess.run(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                    timeout=max(1.0, left)).returncode
+                rc = run_cmd(cmd, env, log, budget - (time.perf_counter() - t0))
                 if rc != 0:
                     tolerated = name == "loader" and rc == USAGE_ERROR
                     row.update(status="skipped" if tolerated else "failed", rc=rc,
