@@ -239,3 +239,12 @@ def test_encoder_depth_and_width_overrides_reach_the_model_and_run_files():
     assert len(build_model(resolve_config(None, over)).encoder.blocks) == 12      # unset: the preset's depth
     with pytest.raises(ValueError, match="depth"):
         resolve_config(None, {**over, "depth": 0})
+
+
+def test_loader_workers_share_the_node_cores_between_local_processes(monkeypatch):
+    from radjepa_cli.pretrain.train import workers_per_process
+    assert workers_per_process(16, 8) == 2           # the 8-GPU, 16-core node
+    assert workers_per_process(16, 1) == 16
+    assert workers_per_process(2, 4) == 1            # never zero: 0 would decode in the training process
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert workers_per_process(16) == 4
