@@ -47,7 +47,7 @@ def counting_factory(cfg, stop_after=None, poison_from=None):
             if stop_after is not None and seen["n"] > stop_after:
                 raise Interrupt
             if poison_from is not None and seen["n"] >= poison_from:
-                batch["image"] = torch.full_like(batch["image"], float("nan"))
+                batch["image"] = torch.full(batch["image"].shape, float("nan"))   # float: uint8 has no NaN
             yield batch, me, mp
     return for_epoch, seen
 

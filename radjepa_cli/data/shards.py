@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tarfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Iterator
@@ -70,14 +71,47 @@ def encode_png(image: np.ndarray, bits: int = 8) -> bytes:
     return buf.getvalue()
 
 
-def decode_png(data: bytes) -> np.ndarray:
-    """Shard PNG bytes → float32 [H, W] in [0, 1] (8- or 16-bit)."""
+def _decode_png_torchvision(data: bytes):
+    """libpng through torchvision.io (no PIL image object, no numpy copy); None when unavailable or not 1-channel."""
+    try:
+        import torch
+        from torchvision.io import ImageReadMode, decode_png as tv_decode_png
+    except ImportError:
+        return None
+    try:
+        # torchvision 0.29 deprecates its codecs for TorchCodec (a warning per call); when they go, PIL takes over
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            t = tv_decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.UNCHANGED)
+    except RuntimeError:   # e.g. a PNG flavour this libpng build refuses: PIL decides
+        return None
+    return t[0] if t.shape[0] == 1 else None   # palette/RGB: PIL's "L" conversion defines the grey levels
+
+
+def decode_png_raw(data: bytes):
+    """Shard PNG bytes → the stored grey levels as a torch tensor [H, W], uint8 (8-bit) or uint16 (16-bit)."""
+    import torch
+    t = _decode_png_torchvision(data)
+    if t is not None:
+        return t
     from PIL import Image
     with Image.open(io.BytesIO(data)) as img:
         if img.mode.startswith("I"):
-            return np.asarray(img, dtype=np.uint16 if img.mode.startswith("I;16") else np.int32).astype(
-                np.float32) / 65535.0
-        return np.asarray(img.convert("L") if img.mode != "L" else img, dtype=np.uint8).astype(np.float32) / 255.0
+            return torch.from_numpy(np.asarray(img, dtype=np.int32)).to(torch.uint16)
+        return torch.from_numpy(np.array(img.convert("L") if img.mode != "L" else img, dtype=np.uint8))
+
+
+def raw_to_float(raw) -> np.ndarray:
+    """decode_png_raw's tensor → float32 [H, W] in [0, 1] (numpy divides in float32: same as the PIL path)."""
+    import torch
+    if raw.dtype == torch.uint8:
+        return raw.numpy().astype(np.float32) / 255.0
+    return raw.to(torch.int32).numpy().astype(np.float32) / 65535.0
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """Shard PNG bytes → float32 [H, W] in [0, 1] (8- or 16-bit)."""
+    return raw_to_float(decode_png_raw(data))
 
 
 def encode_masks(masks: dict[str, np.ndarray]) -> bytes:

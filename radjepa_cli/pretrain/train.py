@@ -208,7 +208,7 @@ def default_loader_factory(cfg: PretrainConfig, dist: DistInfo, grid: tuple[int,
         return make_loader(cfg.shards, split=cfg.split, batch_size=cfg.batch_size, image_size=cfg.image_size,
                            train=True, num_workers=workers, seed=cfg.seed, epoch=epoch, rank=dist.rank,
                            world_size=dist.world_size, drop_last=True, collate_fn=collator,
-                           crop_scale=tuple(cfg.crop_scale))
+                           crop_scale=tuple(cfg.crop_scale), uint8=True, pin_memory=dist.device == "cuda")
     return for_epoch
 
 
