@@ -144,3 +144,22 @@ def test_prefetch_and_pinning_reach_the_dataloader(shards):
     dl = make_loader(root, split="train", batch_size=2, num_workers=1, pin_memory=True)
     assert dl.prefetch_factor == 4
     assert dl.pin_memory == torch.cuda.is_available()     # pinning without CUDA would fail or waste a thread
+
+
+def test_loader_benchmark_cli_reports_every_stage_and_the_step_ratio(shards, tmp_path, capsys):
+    # The device check calls this CLI; it must keep its flags and table.
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import loader as bench
+    root, _ = shards
+    res = bench.main(["--shards", str(root), "--n", "12", "--workers", "0", "1", "--image-size", "224", "--batch",
+                      "4", "--step-images-per-s", "1000", "--out", str(tmp_path / "o")])
+    stages = {(r["stage"], r["path"]) for r in res["results"]}
+    for stage in ("decode", "crop/resize", "collate"):
+        assert {(stage, "old"), (stage, "new")} <= stages
+    assert {("read", "both"), ("masks", "both"), ("decode", "raw*")} <= stages
+    e2e = [(r["workers"], r["path"], r["n"]) for r in res["results"] if r["stage"] == "end-to-end"]
+    assert e2e == [(0, "old", 12), (0, "new", 12), (1, "old", 12), (1, "new", 12)]
+    assert read_json(tmp_path / "o" / "loader.json")["step_images_per_s"] == 1000
+    assert "÷ step" in capsys.readouterr().out

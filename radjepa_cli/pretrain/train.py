@@ -1,8 +1,10 @@
 """I-JEPA pretraining: the config and the training loop (one process; `launch.py` starts several).
 
-The loop, per optimizer step: `grad_accum` micro-batches (DDP syncs gradients only on the last), then LR/WD from the
-schedules, optional clipping, AdamW, and the EMA of the target encoder — schedules and EMA step once per optimizer
-step. bf16 autocast on CUDA (no GradScaler), fp32 on CPU. Checkpoints, telemetry and monitors are rank 0's job.
+The loop, per optimizer step: `grad_accum` micro-batches (DDP syncs gradients only on the last; a step may take the
+end of one epoch and the start of the next, so every batch trains once), then LR/WD from the schedules, optional
+clipping, AdamW, and the EMA of the target encoder — schedules and EMA step once per optimizer step. bf16 autocast
+on CUDA (no GradScaler), fp32 on CPU. Batches arrive as uint8 and are normalised on the device. Checkpoints,
+telemetry and monitors are rank 0's job. `train()` reads top to bottom; each stage it calls is a helper above it.
 """
 from __future__ import annotations
 
