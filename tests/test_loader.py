@@ -163,3 +163,12 @@ def test_loader_benchmark_cli_reports_every_stage_and_the_step_ratio(shards, tmp
     assert e2e == [(0, "old", 12), (0, "new", 12), (1, "old", 12), (1, "new", 12)]
     assert read_json(tmp_path / "o" / "loader.json")["step_images_per_s"] == 1000
     assert "÷ step" in capsys.readouterr().out
+
+
+def test_drop_last_never_starves_workers_into_an_empty_epoch(shards):
+    # 12 train samples, batch 4: with 4 workers each held 3 samples and dropped them all (0 batches). The pretrain
+    # default now sizes workers from the cores (16 on the GPU machine), so small sets must still yield batches.
+    root, _ = shards
+    with pytest.warns(UserWarning, match="3 loader worker"):
+        batches = list(make_loader(root, split="train", batch_size=4, num_workers=4, drop_last=True, train=True))
+    assert len(batches) == 3 and all(len(b["key"]) == 4 for b in batches)

@@ -191,6 +191,19 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # decoding workers: one thread each, the main process keeps the cores it was given
 
 
+def _usable_workers(num_workers: int, samples: int, batch_size: int, drop_last: bool) -> int:
+    """Each worker batches its own slice, so with drop_last a worker holding < batch_size samples yields nothing:
+    16 workers on 500 samples at batch 64 would make an empty epoch. Use at most one worker per full batch."""
+    if num_workers > 1 and drop_last and samples // batch_size < num_workers:
+        usable = max(1, samples // batch_size)
+        warnings.warn(f"{samples} samples make {samples // batch_size} batches of {batch_size}: {usable} loader "
+                      f"worker(s), not {num_workers}")
+        return usable
+    if num_workers > 0 and samples < num_workers:
+        warnings.warn(f"{samples} samples for {num_workers} workers: some workers will be idle")
+    return num_workers
+
+
 def make_loader(shards, *, split: str | None, batch_size: int, image_size: int = 224, train: bool = False,
                 label_names: Sequence[str] | None = None, uncertain: str = "mask",
                 mask_names: Sequence[str] | None = None, hflip: bool = False, shuffle: bool | None = None,
@@ -222,8 +235,7 @@ def make_loader(shards, *, split: str | None, batch_size: int, image_size: int =
     ds = ShardDataset(table, image_size=image_size, train=train, label_names=label_names, uncertain=uncertain,
                       mask_names=mask_names, hflip=hflip, shuffle=train if shuffle is None else shuffle, seed=seed,
                       epoch=epoch, rank=rank, world_size=world_size, crop_scale=crop_scale, uint8=uint8)
-    if num_workers > 0 and len(ds) < num_workers:
-        warnings.warn(f"{len(ds)} samples for {num_workers} workers: some workers will be idle")
+    num_workers = _usable_workers(num_workers, len(ds), batch_size, drop_last)
     return torch.utils.data.DataLoader(
         ds, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_fn or collate_samples,
         drop_last=drop_last, worker_init_fn=_worker_init if num_workers else None,
