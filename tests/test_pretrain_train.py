@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -155,3 +156,16 @@ def test_micro_batches_group_across_epochs():
     groups = micro_batches(batch_stream(lambda e: [f"e{e}b{i}" for i in range(1, 6)]), 2)
     got = [[(e, p) for e, p, _ in next(groups)] for _ in range(4)]
     assert got == [[(0, 1), (0, 2)], [(0, 3), (0, 4)], [(0, 5), (1, 1)], [(1, 2), (1, 3)]]
+
+
+def test_uint8_batches_normalise_exactly_as_the_float_ones():
+    # The loader now sends uint8; /255 on the device must give the very floats the float loader gave (u8 / 255 in
+    # fp32), so (x − mean) / std is unchanged — ×(1/255) would differ in the last bit for some levels.
+    from radjepa_cli.pretrain.train import _to_device
+    levels = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16)
+    masks = torch.zeros(1, 1, 4, dtype=torch.long)
+    got, _, _ = _to_device(({"image": levels}, masks, masks), torch.device("cpu"))
+    want, _, _ = _to_device(({"image": torch.from_numpy(levels.numpy().astype(np.float32) / 255.0)}, masks, masks),
+                            torch.device("cpu"))
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    assert got.min() == -2 and got.max() == 2                          # (0 − 0.5)/0.25 and (1 − 0.5)/0.25
