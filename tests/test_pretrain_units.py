@@ -246,5 +246,8 @@ def test_loader_workers_share_the_node_cores_between_local_processes(monkeypatch
     assert workers_per_process(16, 8) == 2           # the 8-GPU, 16-core node
     assert workers_per_process(16, 1) == 16
     assert workers_per_process(2, 4) == 1            # never zero: 0 would decode in the training process
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert workers_per_process(16) == 4
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")   # srun already gave this task its share of the node
+    assert workers_per_process() == 6

@@ -189,7 +189,11 @@ def build_model(cfg: PretrainConfig):
 def workers_per_process(cores: int | None = None, local_procs: int | None = None) -> int:
     """Loader workers for one training process: this node's usable cores shared by its processes (one per GPU;
     LOCAL_WORLD_SIZE under the launcher). At least 1. The process itself mostly waits on the GPU, so it does not
-    keep a core of its own; on a 16-core, 8-GPU node that is 2 workers per GPU."""
+    keep a core of its own; on a 16-core, 8-GPU node that is 2 workers per GPU. Under srun --cpus-per-task the
+    task's own cores are already its share (SLURM_CPUS_PER_TASK), so they are not divided again."""
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK")
+    if cores is None and per_task:
+        return max(1, int(per_task))
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if local_procs is None:
