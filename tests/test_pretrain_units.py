@@ -249,5 +249,10 @@ def test_loader_workers_share_the_node_cores_between_local_processes(monkeypatch
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert workers_per_process(16) == 4
-    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")   # srun already gave this task its share of the node
-    assert workers_per_process() == 6
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")    # srun: a task per GPU, 2 cores each, already its share
+    monkeypatch.setenv("SLURM_TASKS_PER_NODE", "8(x2)")
+    assert workers_per_process() == 2
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "16")   # one task running torchrun for the node's 8 GPUs
+    monkeypatch.setenv("SLURM_TASKS_PER_NODE", "1")
+    assert workers_per_process() == 2

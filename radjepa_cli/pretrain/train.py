@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -189,15 +190,18 @@ def build_model(cfg: PretrainConfig):
 def workers_per_process(cores: int | None = None, local_procs: int | None = None) -> int:
     """Loader workers for one training process: this node's usable cores shared by its processes (one per GPU;
     LOCAL_WORLD_SIZE under the launcher). At least 1. The process itself mostly waits on the GPU, so it does not
-    keep a core of its own; on a 16-core, 8-GPU node that is 2 workers per GPU. Under srun --cpus-per-task the
-    task's own cores are already its share (SLURM_CPUS_PER_TASK), so they are not divided again."""
-    per_task = os.environ.get("SLURM_CPUS_PER_TASK")
-    if cores is None and per_task:
-        return max(1, int(per_task))
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    keep a core of its own; on a 16-core, 8-GPU node that is 2 workers per GPU."""
     if local_procs is None:
         local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", "0")) or max(1, torch.cuda.device_count())
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK")
+    if cores is None and per_task:
+        # Slurm gave each task its own cores: srun with a task per GPU, or one task running torchrun for all
+        tasks = os.environ.get("SLURM_NTASKS_PER_NODE") or os.environ.get("SLURM_TASKS_PER_NODE", "1")
+        m = re.match(r"\d+", tasks)   # "8(x2)": 8 tasks on each of 2 nodes
+        procs_per_task = max(1, local_procs // max(1, int(m.group()) if m else 1))
+        return max(1, int(per_task) // procs_per_task)
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // max(1, local_procs))
 
 
