@@ -6,7 +6,8 @@
 Stages (one process, one thread, the pretraining path): read (tar members + the json), decode (PNG → grey levels),
 crop/resize (RandomResizedCrop 0.3–1 → S, flip), collate (stack a batch), masks (I-JEPA multi-block masks per
 batch). Each runs as the old path (PIL decode, float32 resize and batches) and the new one (libpng through
-torchvision.io, uint8 resize and batches). End to end: `make_loader` as pretraining builds it, for each --workers.
+torchvision.io, uint8 resize and batches); decode also as two what-ifs (png0*: the same images as level-0 PNGs;
+raw*: bare uint8 pixels), and "stages one after another" sums each path's per-image CPU. End to end: `make_loader` as pretraining builds it, for each --workers.
 Per core = images / CPU seconds of the process and its workers, so a busy machine lowers img/s but barely the per
 core figure. With --step-images-per-s the table shows loader ÷ step: under 1 the GPU waits for data.
 Needs only torch, torchvision, numpy and pillow (no webdataset, no pydicom). Phantom shards (256 px) are made
@@ -80,7 +81,12 @@ def stage_rows(shards: Path, n: int, size: int, batch: int) -> list[dict]:
     for path, dec in decoders.items():
         rows.append({"stage": "decode", "path": path,
                      **timed(lambda dec=dec, path=path: decoded.update({path: [dec(d) for d in pngs]}), len(pngs), 2)})
-    # what-if: images stored uncompressed at shard size (no PNG inflate); not a shard format today
+    # what-ifs: the same images as level-0 PNGs (stored, no deflate; prepare-data writes level 2 today), and as
+    # bare uint8 pixels (not a shard format)
+    from radjepa_cli.data.shards import encode_png
+    png0 = [encode_png(x.numpy() / 255.0, 8, level=0) for x in decoded["new"]]
+    rows.append({"stage": "decode", "path": "png0*",
+                 **timed(lambda: [decode_png_raw(d) for d in png0], len(png0), 2)})
     raw = [x.numpy().tobytes() for x in decoded["new"]]
     shape = tuple(decoded["new"][0].shape)
     rows.append({"stage": "decode", "path": "raw*", **timed(
@@ -131,7 +137,7 @@ def end_to_end(shards: Path, workers: int, path: str, size: int, batch: int) -> 
 def serial_rate(rows: list[dict], path: str) -> float:
     """Images/s per core of the stages run one after another (the sum of their per-image CPU times)."""
     per_image = sum(1 / r["images_per_s_per_core"] for r in rows if r["path"] in (path, "both")
-                    or (path == "raw*" and r["path"] == "new" and r["stage"] != "decode"))
+                    or (path.endswith("*") and r["path"] == "new" and r["stage"] != "decode"))
     return 1 / per_image
 
 
@@ -169,7 +175,7 @@ def main(argv=None) -> dict:
     rows += [end_to_end(shards, w, p, a.image_size, a.batch) for w in a.workers for p in a.paths]
     print_table(rows, a.step_images_per_s)
     serial = {p: serial_rate([r for r in rows if r["stage"] != "end-to-end"], p)
-              for p in ("old", "new", "raw*")}
+              for p in ("old", "new", "png0*", "raw*")}
     print("stages one after another, img/s per core: " + ", ".join(f"{p} {v:.0f}" for p, v in serial.items()))
     result = {"benchmark": "loader", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{platform.machine()} {os.cpu_count()} cpus, load {load0:.1f} at start",

@@ -158,7 +158,7 @@ def test_loader_benchmark_cli_reports_every_stage_and_the_step_ratio(shards, tmp
     stages = {(r["stage"], r["path"]) for r in res["results"]}
     for stage in ("decode", "crop/resize", "collate"):
         assert {(stage, "old"), (stage, "new")} <= stages
-    assert {("read", "both"), ("masks", "both"), ("decode", "raw*")} <= stages
+    assert {("read", "both"), ("masks", "both"), ("decode", "raw*"), ("decode", "png0*")} <= stages
     e2e = [(r["workers"], r["path"], r["n"]) for r in res["results"] if r["stage"] == "end-to-end"]
     assert e2e == [(0, "old", 12), (0, "new", 12), (1, "old", 12), (1, "new", 12)]
     assert read_json(tmp_path / "o" / "loader.json")["step_images_per_s"] == 1000

@@ -105,3 +105,12 @@ def test_libpng_decode_equals_the_pil_decode(bits, monkeypatch):
     slow = shards.decode_png_raw(data)
     assert slow.dtype == fast.dtype and torch.equal(slow.to(torch.int32), fast.to(torch.int32))
     assert np.array_equal(decode_png(data), pil)
+
+
+def test_level_0_pngs_decode_to_the_same_pixels_and_are_larger():
+    # level 0 trades bytes for decode speed (benchmarks/loader.py); the pixels must not change
+    x = np.random.default_rng(3).random((40, 40)).astype(np.float32)
+    x[:, :20] = 0.5                                     # a flat half, so level 2 has something to compress
+    stored, deflated = encode_png(x, 8, level=0), encode_png(x, 8)
+    assert len(stored) > len(deflated)
+    assert np.array_equal(decode_png(stored), decode_png(deflated))

@@ -25,6 +25,9 @@ from .record import Record
 SHARD_RE = re.compile(r"^(train|val|test)-(\d{6})\.tar$")
 # zlib levels: measured on 256 px phantoms, PNG level 2 is ~2x faster than 6 for ~15% more bytes; masks
 # (29 bool planes) level 3 is ~2x faster than savez_compressed's 6. Encoding is a third of the phantom pipeline.
+# Reading: PNG decode is ~¾ of the training loader's CPU. Level 0 (stored, still a standard PNG) decodes ~3x
+# faster than level 2 for ~1.5x the bytes on phantoms (benchmarks/loader.py, "png0*"): the choice for shards that
+# must feed many GPUs from few cores.
 PNG_LEVEL, NPZ_LEVEL = 2, 3
 
 
@@ -57,7 +60,7 @@ def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------- sample codec
 
-def encode_png(image: np.ndarray, bits: int = 8) -> bytes:
+def encode_png(image: np.ndarray, bits: int = 8, level: int = PNG_LEVEL) -> bytes:
     from PIL import Image
     if bits not in (8, 16):
         raise ValueError(f"bits must be 8 or 16, not {bits}")
@@ -67,7 +70,7 @@ def encode_png(image: np.ndarray, bits: int = 8) -> bytes:
     else:
         img = Image.fromarray((x * 65535.0 + 0.5).astype(np.uint16))
     buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=PNG_LEVEL)
+    img.save(buf, format="PNG", compress_level=level)
     return buf.getvalue()
 
 
@@ -131,10 +134,10 @@ def decode_masks(data: bytes, names=None) -> dict[str, np.ndarray]:
         return {name: z[name].astype(bool) for name in wanted}
 
 
-def encode_record(rec: Record, size: int, bits: int = 8) -> dict[str, bytes]:
+def encode_record(rec: Record, size: int, bits: int = 8, png_level: int = PNG_LEVEL) -> dict[str, bytes]:
     """Record → {extension: bytes} with the image resized (shorter side = size) and masks resized alike."""
     image = resize_shorter(rec.image, size)
-    sample = {"png": encode_png(image, bits),
+    sample = {"png": encode_png(image, bits, png_level),
               "json": json.dumps(rec.meta(), sort_keys=True, ensure_ascii=False).encode()}
     if rec.masks:
         sample["masks.npz"] = encode_masks({k: resize_mask(np.asarray(m), image.shape) for k, m in rec.masks.items()})
