@@ -172,3 +172,14 @@ def test_drop_last_never_starves_workers_into_an_empty_epoch(shards):
     with pytest.warns(UserWarning, match="3 loader worker"):
         batches = list(make_loader(root, split="train", batch_size=4, num_workers=4, drop_last=True, train=True))
     assert len(batches) == 3 and all(len(b["key"]) == 4 for b in batches)
+
+
+def test_uint8_batches_from_16_bit_pngs_are_the_float_path_rounded(tmp_path):
+    from radjepa_cli.data.shards import ShardWriter, encode_record
+    with ShardWriter(tmp_path / "train-000000.tar") as w:   # a bare folder of tars: counts come from the tar
+        for i in range(4):
+            rec = blocky_record(i)
+            w.write(rec.key, encode_record(rec, 64, bits=16))
+    kw = dict(split="train", batch_size=4, image_size=40, train=True, seed=2)
+    f, u = next(iter(make_loader(tmp_path, **kw))), next(iter(make_loader(tmp_path, uint8=True, **kw)))
+    assert u["image"].dtype == torch.uint8 and torch.equal(u["image"], (f["image"] * 255).round().to(torch.uint8))
