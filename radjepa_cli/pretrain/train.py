@@ -235,8 +235,9 @@ def _build(cfg: PretrainConfig, dist: DistInfo, device: torch.device):
     return model, opt
 
 
-def _resume(cfg: PretrainConfig, run: Path, model, opt, is_main: bool) -> dict | None:
-    """Load RUN's latest checkpoint into model/opt (or start from an official one); write the run files."""
+def _resume(cfg: PretrainConfig, run: Path, model, opt, dist: DistInfo) -> dict | None:
+    """Load RUN's latest checkpoint into model/opt and this rank's RNG (or start from an official checkpoint);
+    write the run files."""
     ckpt = None
     if run_state.latest_path(run).is_file():
         restarted = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0"   # --max-restarts: auto-resume
@@ -245,14 +246,30 @@ def _resume(cfg: PretrainConfig, run: Path, model, opt, is_main: bool) -> dict |
                                   f"it or choose another --out")
         ckpt = run_state.load_checkpoint(run_state.latest_path(run))
         run_state.restore(model, opt, ckpt)
+        if ckpt.get("world_size", 1) == dist.world_size and len(ckpt.get("rng", [])) == dist.world_size:
+            run_state.restore_rng(ckpt["rng"][dist.rank])   # a changed world size starts fresh streams
     elif cfg.init_from:                          # a fresh run from an official I-JEPA checkpoint
         run_state.init_from_official(model, opt, cfg.init_from)
-    if is_main:
+    if dist.rank == 0:
         run.mkdir(parents=True, exist_ok=True)
         for stale in run_state.ckpt_dir(run).glob(".*.tmp"):   # left by a kill during a save
             stale.unlink(missing_ok=True)
         run_state.write_run_files(run, cfg, model.encoder)
     return ckpt
+
+
+def _monitors(cfg: PretrainConfig, run: Path, ckpt: dict | None, total: int, is_main: bool):
+    """The collapse monitor (its state restored), its sampling generator, and rank 0's telemetry."""
+    from radjepa_cli.pretrain.monitors import CollapseMonitor
+    from radjepa_cli.pretrain.telemetry import Telemetry
+    monitor = CollapseMonitor()
+    if ckpt and "monitor" in ckpt:
+        monitor.load_state_dict(ckpt["monitor"])
+    step = ckpt["step"] if ckpt else 0
+    tel = Telemetry(run, total, step, tensorboard=cfg.tensorboard) if is_main else None
+    if tel and ckpt:
+        tel.info(f"resumed {run} at step {step}/{total} (epoch {ckpt['epoch']}, batch {ckpt['batch_in_epoch']})")
+    return monitor, torch.Generator().manual_seed(cfg.seed), tel
 
 
 def _run_length(cfg: PretrainConfig, dist: DistInfo) -> int:
@@ -383,32 +400,21 @@ def _fail(run: Path, err: Exception, step: int, last_good_step: int) -> NonFinit
 def train(cfg: PretrainConfig, dist: DistInfo | None = None,
           loader_factory: Callable[[int], Iterable] | None = None) -> dict[str, Any]:
     """Train (or resume) the run in cfg.out; returns the summary also written to RUN/COMPLETE."""
-    from radjepa_cli.pretrain.monitors import CollapseMonitor
-    from radjepa_cli.pretrain.telemetry import Telemetry
-
     dist = dist or DistInfo()
     cfg.validate()
     run, is_main, distributed = Path(cfg.out), dist.rank == 0, dist.world_size > 1
     device = _setup(cfg, dist)
     core, opt = _build(cfg, dist, device)
-    ckpt = _resume(cfg, run, core, opt, is_main)
+    ckpt = _resume(cfg, run, core, opt, dist)
     if ckpt and run_state.is_complete(run) and ckpt["step"] >= (ckpt.get("total_steps") or 0):
         from radjepa_cli.io import read_json
         return {"already_complete": True, **read_json(run / "COMPLETE")}
     step, ep, pos = (ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]) if ckpt else (0, 0, 0)
-    if ckpt and ckpt.get("world_size", 1) == dist.world_size and len(ckpt.get("rng", [])) == dist.world_size:
-        run_state.restore_rng(ckpt["rng"][dist.rank])
     total = _run_length(cfg, dist)
     sched = _schedules(cfg, total)
     model = _ddp_wrap(core, dist, device)
     steps = _stream(cfg, dist, device, core, loader_factory, ep, pos)
-    monitor = CollapseMonitor()
-    if ckpt and "monitor" in ckpt:
-        monitor.load_state_dict(ckpt["monitor"])
-    mon_gen = torch.Generator().manual_seed(cfg.seed)
-    tel = Telemetry(run, total, step, tensorboard=cfg.tensorboard) if is_main else None
-    if tel and ckpt:
-        tel.info(f"resumed {run} at step {step}/{total} (epoch {ep}, batch {pos})")
+    monitor, mon_gen, tel = _monitors(cfg, run, ckpt, total, is_main)
     imgs_per_step = cfg.batch_size * cfg.grad_accum * dist.world_size
     tally = _Tally(device)
     t_start = t_last = time.time()
