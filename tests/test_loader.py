@@ -124,3 +124,62 @@ def test_crop_scale_sets_the_random_resized_crop_area(tmp_path):
     make_shards(tmp_path, {"train": [4]})
     with pytest.raises(ValueError, match="crop_scale"):
         make_loader(tmp_path, split="train", batch_size=2, train=True, crop_scale=(0.0, 1.0))
+
+
+def test_uint8_batches_match_the_float_path_within_one_grey_level(shards):
+    # The pretraining loader resizes in uint8 (torch's fixed-point kernel); the departure from the float path
+    # must stay within rounding: ≤ 1 grey level anywhere, ~¼ level on average, same crops, flips and masks.
+    root, _ = shards
+    kw = dict(split="train", batch_size=4, image_size=48, train=True, hflip=True, epoch=1, seed=5,
+              mask_names=["bright"])
+    for f, u in zip(make_loader(root, **kw), make_loader(root, uint8=True, **kw), strict=True):
+        assert u["image"].dtype == torch.uint8 and f["image"].dtype == torch.float32 and u["key"] == f["key"]
+        diff = (f["image"] * 255 - u["image"].float()).abs()
+        assert diff.max() <= 1 + 1e-3 and diff.mean() < 0.5, (diff.max(), diff.mean())
+        assert torch.equal(u["masks"], f["masks"])
+
+
+def test_prefetch_and_pinning_reach_the_dataloader(shards):
+    root, _ = shards
+    dl = make_loader(root, split="train", batch_size=2, num_workers=1, pin_memory=True)
+    assert dl.prefetch_factor == 4
+    assert dl.pin_memory == torch.cuda.is_available()     # pinning without CUDA would fail or waste a thread
+
+
+def test_loader_benchmark_cli_reports_every_stage_and_the_step_ratio(shards, tmp_path, capsys):
+    # The device check calls this CLI; it must keep its flags and table.
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import loader as bench
+    root, _ = shards
+    res = bench.main(["--shards", str(root), "--n", "12", "--workers", "0", "1", "--image-size", "224", "--batch",
+                      "4", "--step-images-per-s", "1000", "--out", str(tmp_path / "o")])
+    stages = {(r["stage"], r["path"]) for r in res["results"]}
+    for stage in ("decode", "crop/resize", "collate"):
+        assert {(stage, "old"), (stage, "new")} <= stages
+    assert {("read", "both"), ("masks", "both"), ("decode", "raw*"), ("decode", "png0*")} <= stages
+    e2e = [(r["workers"], r["path"], r["n"]) for r in res["results"] if r["stage"] == "end-to-end"]
+    assert e2e == [(0, "old", 12), (0, "new", 12), (1, "old", 12), (1, "new", 12)]
+    assert read_json(tmp_path / "o" / "loader.json")["step_images_per_s"] == 1000
+    assert "÷ step" in capsys.readouterr().out
+
+
+def test_drop_last_never_starves_workers_into_an_empty_epoch(shards):
+    # 12 train samples, batch 4: with 4 workers each held 3 samples and dropped them all (0 batches). The pretrain
+    # default now sizes workers from the cores (16 on the GPU machine), so small sets must still yield batches.
+    root, _ = shards
+    with pytest.warns(UserWarning, match="3 loader worker"):
+        batches = list(make_loader(root, split="train", batch_size=4, num_workers=4, drop_last=True, train=True))
+    assert len(batches) == 3 and all(len(b["key"]) == 4 for b in batches)
+
+
+def test_uint8_batches_from_16_bit_pngs_are_the_float_path_rounded(tmp_path):
+    from radjepa_cli.data.shards import ShardWriter, encode_record
+    with ShardWriter(tmp_path / "train-000000.tar") as w:   # a bare folder of tars: counts come from the tar
+        for i in range(4):
+            rec = blocky_record(i)
+            w.write(rec.key, encode_record(rec, 64, bits=16))
+    kw = dict(split="train", batch_size=4, image_size=40, train=True, seed=2)
+    f, u = next(iter(make_loader(tmp_path, **kw))), next(iter(make_loader(tmp_path, uint8=True, **kw)))
+    assert u["image"].dtype == torch.uint8 and torch.equal(u["image"], (f["image"] * 255).round().to(torch.uint8))

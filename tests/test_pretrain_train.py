@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -47,7 +48,7 @@ def counting_factory(cfg, stop_after=None, poison_from=None):
             if stop_after is not None and seen["n"] > stop_after:
                 raise Interrupt
             if poison_from is not None and seen["n"] >= poison_from:
-                batch["image"] = torch.full_like(batch["image"], float("nan"))
+                batch["image"] = torch.full(batch["image"].shape, float("nan"))   # float: uint8 has no NaN
             yield batch, me, mp
     return for_epoch, seen
 
@@ -136,3 +137,35 @@ def test_two_ranks_see_disjoint_data(shards):
         keys.append({k for batch, _, _ in f(0) for k in batch["key"]})
     assert keys[0] and keys[1] and not keys[0] & keys[1]
     assert len(keys[0]) == len(keys[1]) == 24                          # 48 samples, batch 8, per rank 3 batches
+
+
+def test_grad_accumulation_carries_over_epoch_ends(shards, tmp_path):
+    # 48 samples, batch 9: 5 batches an epoch, so with grad_accum 2 the third step spans epochs 0 and 1. Every
+    # batch pulled must train: 5 steps consume exactly 10 batches, the last being epoch 1's fifth. (The old loop
+    # dropped epoch 0's fifth and epoch 1's first batch, pulling 14.)
+    cfg = cfg_for(shards, tmp_path / "x", steps=5, grad_accum=2, batch_size=9, log_every=1, ckpt_every=3)
+    factory, seen = counting_factory(cfg)
+    train(cfg, loader_factory=factory)
+    assert seen["n"] == 10
+    ck = run_state.load_checkpoint(run_state.latest_path(tmp_path / "x"))
+    assert (ck["epoch"], ck["batch_in_epoch"]) == (1, 5)
+
+
+def test_micro_batches_group_across_epochs():
+    from radjepa_cli.pretrain.batches import batch_stream, micro_batches
+    groups = micro_batches(batch_stream(lambda e: [f"e{e}b{i}" for i in range(1, 6)]), 2)
+    got = [[(e, p) for e, p, _ in next(groups)] for _ in range(4)]
+    assert got == [[(0, 1), (0, 2)], [(0, 3), (0, 4)], [(0, 5), (1, 1)], [(1, 2), (1, 3)]]
+
+
+def test_uint8_batches_normalise_exactly_as_the_float_ones():
+    # The loader now sends uint8; /255 on the device must give the very floats the float loader gave (u8 / 255 in
+    # fp32), so (x − mean) / std is unchanged — ×(1/255) would differ in the last bit for some levels.
+    from radjepa_cli.pretrain.train import _to_device
+    levels = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16)
+    masks = torch.zeros(1, 1, 4, dtype=torch.long)
+    got, _, _ = _to_device(({"image": levels}, masks, masks), torch.device("cpu"))
+    want, _, _ = _to_device(({"image": torch.from_numpy(levels.numpy().astype(np.float32) / 255.0)}, masks, masks),
+                            torch.device("cpu"))
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    assert got.min() == -2 and got.max() == 2                          # (0 − 0.5)/0.25 and (1 − 0.5)/0.25

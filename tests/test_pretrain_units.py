@@ -251,3 +251,20 @@ def test_variance_covariance_stays_fp32_under_bf16_autocast():
     exact_var, exact_cov = variance_covariance(z.to(torch.bfloat16).double())   # same inputs, fp64 arithmetic
     assert abs(cov.item() - exact_cov.item()) / exact_cov.item() < 1e-4
     assert abs(var.item() - exact_var.item()) < 1e-5
+
+
+def test_loader_workers_share_the_node_cores_between_local_processes(monkeypatch):
+    from radjepa_cli.pretrain.train import workers_per_process
+    assert workers_per_process(16, 8) == 2           # the 8-GPU, 16-core node
+    assert workers_per_process(16, 1) == 16
+    assert workers_per_process(2, 4) == 1            # never zero: 0 would decode in the training process
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert workers_per_process(16) == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")    # srun: a task per GPU, 2 cores each, already its share
+    monkeypatch.setenv("SLURM_TASKS_PER_NODE", "8(x2)")
+    assert workers_per_process() == 2
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "16")   # one task running torchrun for the node's 8 GPUs
+    monkeypatch.setenv("SLURM_TASKS_PER_NODE", "1")
+    assert workers_per_process() == 2

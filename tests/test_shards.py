@@ -85,3 +85,32 @@ def test_merge_manifests_checks_parts():
         mf.merge_manifests([part(0, 2, ["a.tar"]), part(1, 2, ["b.tar"], fp="g")])
     with pytest.raises(ValueError, match="overlap"):
         mf.merge_manifests([part(0, 2, ["a.tar"]), part(1, 2, ["a.tar"])])
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_libpng_decode_equals_the_pil_decode(bits, monkeypatch):
+    import io
+
+    import torch
+    from PIL import Image
+
+    from radjepa_cli.data import shards
+    data = encode_png(np.random.default_rng(2).random((21, 33)).astype(np.float32), bits)
+    with Image.open(io.BytesIO(data)) as img:   # what the loader decoded before torchvision.io
+        pil = np.asarray(img, dtype=np.int32 if bits == 16 else np.uint8).astype(np.float32) / (2 ** bits - 1)
+    fast = shards._decode_png_torchvision(data)
+    assert fast is not None and fast.dtype == (torch.uint8 if bits == 8 else torch.uint16)
+    assert np.array_equal(decode_png(data), pil)
+    monkeypatch.setattr(shards, "_decode_png_torchvision", lambda _: None)   # no torchvision: the PIL fallback
+    slow = shards.decode_png_raw(data)
+    assert slow.dtype == fast.dtype and torch.equal(slow.to(torch.int32), fast.to(torch.int32))
+    assert np.array_equal(decode_png(data), pil)
+
+
+def test_level_0_pngs_decode_to_the_same_pixels_and_are_larger():
+    # level 0 trades bytes for decode speed (benchmarks/loader.py); the pixels must not change
+    x = np.random.default_rng(3).random((40, 40)).astype(np.float32)
+    x[:, :20] = 0.5                                     # a flat half, so level 2 has something to compress
+    stored, deflated = encode_png(x, 8, level=0), encode_png(x, 8)
+    assert len(stored) > len(deflated)
+    assert np.array_equal(decode_png(stored), decode_png(deflated))

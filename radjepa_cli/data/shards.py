@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tarfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Iterator
@@ -24,6 +25,9 @@ from .record import Record
 SHARD_RE = re.compile(r"^(train|val|test)-(\d{6})\.tar$")
 # zlib levels: measured on 256 px phantoms, PNG level 2 is ~2x faster than 6 for ~15% more bytes; masks
 # (29 bool planes) level 3 is ~2x faster than savez_compressed's 6. Encoding is a third of the phantom pipeline.
+# Reading: PNG decode is ~¾ of the training loader's CPU. Level 0 (stored, still a standard PNG) decodes ~3x
+# faster than level 2 for ~1.5x the bytes on phantoms (benchmarks/loader.py, "png0*"): the choice for shards that
+# must feed many GPUs from few cores.
 PNG_LEVEL, NPZ_LEVEL = 2, 3
 
 
@@ -56,7 +60,7 @@ def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------- sample codec
 
-def encode_png(image: np.ndarray, bits: int = 8) -> bytes:
+def encode_png(image: np.ndarray, bits: int = 8, level: int = PNG_LEVEL) -> bytes:
     from PIL import Image
     if bits not in (8, 16):
         raise ValueError(f"bits must be 8 or 16, not {bits}")
@@ -66,18 +70,51 @@ def encode_png(image: np.ndarray, bits: int = 8) -> bytes:
     else:
         img = Image.fromarray((x * 65535.0 + 0.5).astype(np.uint16))
     buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=PNG_LEVEL)
+    img.save(buf, format="PNG", compress_level=level)
     return buf.getvalue()
+
+
+def _decode_png_torchvision(data: bytes):
+    """libpng through torchvision.io (no PIL image object, no numpy copy); None when unavailable or not 1-channel."""
+    try:
+        import torch
+        from torchvision.io import ImageReadMode, decode_png as tv_decode_png
+    except ImportError:
+        return None
+    try:
+        # torchvision 0.29 deprecates its codecs for TorchCodec (a warning per call); when they go, PIL takes over
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            t = tv_decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.UNCHANGED)
+    except RuntimeError:   # e.g. a PNG flavour this libpng build refuses: PIL decides
+        return None
+    return t[0] if t.shape[0] == 1 else None   # palette/RGB: PIL's "L" conversion defines the grey levels
+
+
+def decode_png_raw(data: bytes):
+    """Shard PNG bytes → the stored grey levels as a torch tensor [H, W], uint8 (8-bit) or uint16 (16-bit)."""
+    import torch
+    t = _decode_png_torchvision(data)
+    if t is not None:
+        return t
+    from PIL import Image
+    with Image.open(io.BytesIO(data)) as img:
+        if img.mode.startswith("I"):
+            return torch.from_numpy(np.asarray(img, dtype=np.int32)).to(torch.uint16)
+        return torch.from_numpy(np.array(img.convert("L") if img.mode != "L" else img, dtype=np.uint8))
+
+
+def raw_to_float(raw) -> np.ndarray:
+    """decode_png_raw's tensor → float32 [H, W] in [0, 1] (numpy divides in float32: same as the PIL path)."""
+    import torch
+    if raw.dtype == torch.uint8:
+        return raw.numpy().astype(np.float32) / 255.0
+    return raw.to(torch.int32).numpy().astype(np.float32) / 65535.0
 
 
 def decode_png(data: bytes) -> np.ndarray:
     """Shard PNG bytes → float32 [H, W] in [0, 1] (8- or 16-bit)."""
-    from PIL import Image
-    with Image.open(io.BytesIO(data)) as img:
-        if img.mode.startswith("I"):
-            return np.asarray(img, dtype=np.uint16 if img.mode.startswith("I;16") else np.int32).astype(
-                np.float32) / 65535.0
-        return np.asarray(img.convert("L") if img.mode != "L" else img, dtype=np.uint8).astype(np.float32) / 255.0
+    return raw_to_float(decode_png_raw(data))
 
 
 def encode_masks(masks: dict[str, np.ndarray]) -> bytes:
@@ -97,10 +134,10 @@ def decode_masks(data: bytes, names=None) -> dict[str, np.ndarray]:
         return {name: z[name].astype(bool) for name in wanted}
 
 
-def encode_record(rec: Record, size: int, bits: int = 8) -> dict[str, bytes]:
+def encode_record(rec: Record, size: int, bits: int = 8, png_level: int = PNG_LEVEL) -> dict[str, bytes]:
     """Record → {extension: bytes} with the image resized (shorter side = size) and masks resized alike."""
     image = resize_shorter(rec.image, size)
-    sample = {"png": encode_png(image, bits),
+    sample = {"png": encode_png(image, bits, png_level),
               "json": json.dumps(rec.meta(), sort_keys=True, ensure_ascii=False).encode()}
     if rec.masks:
         sample["masks.npz"] = encode_masks({k: resize_mask(np.asarray(m), image.shape) for k, m in rec.masks.items()})

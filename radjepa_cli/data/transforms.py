@@ -47,21 +47,26 @@ def center_square_params(height: int, width: int) -> tuple[int, int, int, int]:
 
 
 def resized_crop(x: torch.Tensor, box: tuple[int, int, int, int], size: int, nearest: bool = False) -> torch.Tensor:
-    """Crop [C, H, W] to box=(top, left, h, w) and resize to [C, size, size] (antialiased bilinear, or nearest)."""
+    """Crop [C, H, W] to box=(top, left, h, w) and resize to [C, size, size] (antialiased bilinear, or nearest).
+    uint8 in, uint8 out: torch's fixed-point uint8 kernel, within 1 grey level of the float one, ~3× faster."""
     top, left, h, w = box
     crop = x[:, top:top + h, left:left + w]
     if crop.shape[-2:] == (size, size):
         return crop.contiguous()
     if nearest:
         return F.interpolate(crop[None], size=(size, size), mode="nearest")[0]
+    if x.dtype == torch.uint8:
+        return F.interpolate(crop[None].contiguous(), size=(size, size), mode="bilinear", align_corners=False,
+                             antialias=True)[0]
     return F.interpolate(crop[None], size=(size, size), mode="bilinear", align_corners=False,
                          antialias=True)[0].clamp_(0.0, 1.0)
 
 
-def apply_transform(image: np.ndarray, masks: np.ndarray | None, size: int, *, train: bool, hflip: bool,
-                    rng: np.random.Generator | None, crop_scale: tuple[float, float] = IJEPA_SCALE,
+def apply_transform(image: np.ndarray | torch.Tensor, masks: np.ndarray | None, size: int, *, train: bool,
+                    hflip: bool, rng: np.random.Generator | None, crop_scale: tuple[float, float] = IJEPA_SCALE,
                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """image float32 [H, W] → [1, S, S]; masks [M, H, W] (float/bool) → [M, S, S], with the same crop and flip."""
+    """image float32 [H, W] in [0, 1] → float32 [1, S, S], or a uint8 tensor [H, W] → uint8 [1, S, S] (the same
+    crop and flip for the same rng); masks [M, H, W] (float/bool) → float32 [M, S, S], cropped and flipped alike."""
     h, w = image.shape
     if train:
         if rng is None:
@@ -70,7 +75,10 @@ def apply_transform(image: np.ndarray, masks: np.ndarray | None, size: int, *, t
         flip = hflip and rng.random() < 0.5
     else:
         box, flip = center_square_params(h, w), False
-    img = resized_crop(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None], box, size)
+    if isinstance(image, torch.Tensor) and image.dtype == torch.uint8:
+        img = resized_crop(image[None], box, size)
+    else:
+        img = resized_crop(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None], box, size)
     out_masks = None
     if masks is not None:
         out_masks = resized_crop(torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32)), box, size,

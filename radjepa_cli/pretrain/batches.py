@@ -52,3 +52,18 @@ def batch_stream(make_loader: Callable[[int], Iterable[Any]], epoch: int = 0, sk
         else:
             empty = 0
         epoch, skip = epoch + 1, 0
+
+
+def micro_batches(stream: Iterator[tuple[int, int, Any]], n: int) -> Iterator[list[tuple[int, int, Any]]]:
+    """Group the stream's (epoch, position, batch) items into lists of `n`, one list per optimizer step.
+
+    A group may span an epoch boundary (the tail of epoch e with the head of e+1): every batch trains exactly once,
+    and the optimizer step always averages `n` micro-batches. The last item's (epoch, position) is where a checkpoint
+    taken after the step resumes. (Dropping the partial group at an epoch end, as the loop once did, also threw away
+    the next epoch's first batch and changed the step's data from run to run of grad_accum.)
+    """
+    while True:
+        group = []
+        while len(group) < n:
+            group.append(next(stream))
+        yield group

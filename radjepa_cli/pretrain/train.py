@@ -1,15 +1,17 @@
 """I-JEPA pretraining: the config and the training loop (one process; `launch.py` starts several).
 
-The loop, per optimizer step: `grad_accum` micro-batches (DDP syncs gradients only on the last), then LR/WD from the
-schedules, optional clipping, AdamW, and the EMA of the target encoder — schedules and EMA step once per optimizer
-step. bf16 autocast on CUDA (no GradScaler), fp32 on CPU. Checkpoints, telemetry and monitors are rank 0's job.
+The loop, per optimizer step: `grad_accum` micro-batches (DDP syncs gradients only on the last; a step may take the
+end of one epoch and the start of the next, so every batch trains once), then LR/WD from the schedules, optional
+clipping, AdamW, and the EMA of the target encoder — schedules and EMA step once per optimizer step. bf16 autocast
+on CUDA (no GradScaler), fp32 on CPU. Batches arrive as uint8 and are normalised on the device. Checkpoints,
+telemetry and monitors are rank 0's job. `train()` reads top to bottom; each stage it calls is a helper above it.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -65,7 +67,7 @@ class PretrainConfig:
     seed: int = 0
     # runtime
     kernels: str = "auto"                  # auto | triton | eager
-    num_workers: int = 2
+    num_workers: int | None = None         # loader workers per process (None: workers_per_process())
     threads: int | None = None             # CPU threads per process (None: cores / local processes)
     log_every: int = 10
     monitor_every: int = 100
@@ -90,6 +92,8 @@ class PretrainConfig:
         for name in ("depth", "embed_dim", "num_heads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0 (or unset for one per core), got {self.num_workers}")
         if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {tuple(self.crop_scale)}")
         if self.reg_var < 0 or self.reg_cov < 0:
@@ -184,7 +188,22 @@ def build_model(cfg: PretrainConfig):
     return JEPA(enc, pred, loss=cfg.loss, reg_var=cfg.reg_var, reg_cov=cfg.reg_cov)
 
 
-LoaderFactory = Callable[[int, int], Iterable]   # (epoch, rank) -> iterable of collated batches
+def workers_per_process(cores: int | None = None, local_procs: int | None = None) -> int:
+    """Loader workers for one training process: this node's usable cores shared by its processes (one per GPU;
+    LOCAL_WORLD_SIZE under the launcher). At least 1. The process itself mostly waits on the GPU, so it does not
+    keep a core of its own; on a 16-core, 8-GPU node that is 2 workers per GPU."""
+    if local_procs is None:
+        local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", "0")) or max(1, torch.cuda.device_count())
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK")
+    if cores is None and per_task:
+        # Slurm gave each task its own cores: srun with a task per GPU, or one task running torchrun for all
+        tasks = os.environ.get("SLURM_NTASKS_PER_NODE") or os.environ.get("SLURM_TASKS_PER_NODE", "1")
+        m = re.match(r"\d+", tasks)   # "8(x2)": 8 tasks on each of 2 nodes
+        procs_per_task = max(1, local_procs // max(1, int(m.group()) if m else 1))
+        return max(1, int(per_task) // procs_per_task)
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, local_procs))
 
 
 def default_loader_factory(cfg: PretrainConfig, dist: DistInfo, grid: tuple[int, int]) -> Callable[[int], Iterable]:
@@ -192,42 +211,34 @@ def default_loader_factory(cfg: PretrainConfig, dist: DistInfo, grid: tuple[int,
     from radjepa_cli.pretrain.masks import MultiBlockMaskCollator
 
     collator = MultiBlockMaskCollator(cfg.masks, grid, seed=cfg.seed, rank=dist.rank)
+    workers = workers_per_process() if cfg.num_workers is None else cfg.num_workers
 
     def for_epoch(epoch: int) -> Iterable:
         collator.set_epoch(epoch)   # skipped batches on resume are replayed, so the counter starts at 0
+        # uint8 batches: 4× less to copy host→device; _to_device normalises in float on the device
         return make_loader(cfg.shards, split=cfg.split, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                           train=True, num_workers=cfg.num_workers, seed=cfg.seed, epoch=epoch, rank=dist.rank,
+                           train=True, num_workers=workers, seed=cfg.seed, epoch=epoch, rank=dist.rank,
                            world_size=dist.world_size, drop_last=True, collate_fn=collator,
-                           crop_scale=tuple(cfg.crop_scale))
+                           crop_scale=tuple(cfg.crop_scale), uint8=True, pin_memory=dist.device == "cuda")
     return for_epoch
 
 
-def train(cfg: PretrainConfig, dist: DistInfo | None = None,
-          loader_factory: Callable[[int], Iterable] | None = None) -> dict[str, Any]:
-    """Train (or resume) the run in cfg.out; returns the summary also written to RUN/COMPLETE."""
-    import torch.distributed as tdist
+# ------------------------------------------------------------------------------------------- loop helpers
 
-    from radjepa_cli.models.vit import DEFAULT_MEAN, DEFAULT_STD
-    from radjepa_cli.pretrain.batches import all_ranks_agree, batch_stream
-    from radjepa_cli.pretrain.monitors import CollapseMonitor
-    from radjepa_cli.pretrain.schedules import Schedules
-    from radjepa_cli.pretrain.telemetry import Telemetry
-
-    dist = dist or DistInfo()
-    cfg.validate()
-    run = Path(cfg.out)
-    is_main = dist.rank == 0
-    distributed = dist.world_size > 1
-    device = _setup(cfg, dist)
-
-    torch.manual_seed(cfg.seed)                  # same init on every rank (DDP also broadcasts rank 0's)
+def _build(cfg: PretrainConfig, dist: DistInfo, device: torch.device):
+    """Model and AdamW; the same init on every rank (DDP also broadcasts rank 0's)."""
+    torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
     torch.manual_seed(cfg.seed + dist.rank)      # per-rank stream for anything random in the step (drop path)
     # fused AdamW on CUDA, multi-tensor on CPU: one kernel per step instead of one per parameter
     opt = torch.optim.AdamW(model.param_groups(), lr=cfg.start_lr, betas=tuple(cfg.betas), weight_decay=cfg.wd,
                             **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+    return model, opt
 
-    # ---- fresh run or resume
+
+def _resume(cfg: PretrainConfig, run: Path, model, opt, dist: DistInfo) -> dict | None:
+    """Load RUN's latest checkpoint into model/opt and this rank's RNG (or start from an official checkpoint);
+    write the run files."""
     ckpt = None
     if run_state.latest_path(run).is_file():
         restarted = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0"   # --max-restarts: auto-resume
@@ -236,150 +247,216 @@ def train(cfg: PretrainConfig, dist: DistInfo | None = None,
                                   f"it or choose another --out")
         ckpt = run_state.load_checkpoint(run_state.latest_path(run))
         run_state.restore(model, opt, ckpt)
+        if ckpt.get("world_size", 1) == dist.world_size and len(ckpt.get("rng", [])) == dist.world_size:
+            run_state.restore_rng(ckpt["rng"][dist.rank])   # a changed world size starts fresh streams
     elif cfg.init_from:                          # a fresh run from an official I-JEPA checkpoint
         run_state.init_from_official(model, opt, cfg.init_from)
-    if is_main:
+    if dist.rank == 0:
         run.mkdir(parents=True, exist_ok=True)
         for stale in run_state.ckpt_dir(run).glob(".*.tmp"):   # left by a kill during a save
             stale.unlink(missing_ok=True)
         run_state.write_run_files(run, cfg, model.encoder)
-    if ckpt and run_state.is_complete(run) and ckpt["step"] >= (ckpt.get("total_steps") or 0):
-        from radjepa_cli.io import read_json
-        return {"already_complete": True, **read_json(run / "COMPLETE")}
-    step = ckpt["step"] if ckpt else 0
-    epoch = ckpt["epoch"] if ckpt else 0
-    position = ckpt["batch_in_epoch"] if ckpt else 0
-    if ckpt and ckpt.get("world_size", 1) == dist.world_size and len(ckpt.get("rng", [])) == dist.world_size:
-        run_state.restore_rng(ckpt["rng"][dist.rank])
+    return ckpt
 
-    steps_per_epoch = None
-    if cfg.epochs is not None:
-        steps_per_epoch = count_samples(cfg.shards, cfg.split) // (cfg.batch_size * dist.world_size) // cfg.grad_accum
-        if steps_per_epoch < 1:
-            raise ValueError(f"{cfg.shards}: too few {cfg.split} samples for one step of global batch "
-                             f"{cfg.batch_size * dist.world_size * cfg.grad_accum}")
-    total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
-    sched = Schedules(total_steps=total, warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None
-                      else round(WARMUP_FRACTION * total), lr=cfg.lr, start_lr=cfg.start_lr, final_lr=cfg.final_lr,
-                      wd=cfg.wd, final_wd=cfg.final_wd, ema_start=cfg.ema_start, ema_end=cfg.ema_end)
 
-    core = model
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        # Buffers (the predictor's fixed positions) are identical on every rank; syncing them costs ~nothing.
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    agree_group = tdist.new_group(backend="gloo") if distributed and device.type == "cuda" else None
-    agree = all_ranks_agree(agree_group)
-    loader_factory = loader_factory or default_loader_factory(cfg, dist, core.encoder.grid_size)
-    stream = batch_stream(loader_factory, epoch=epoch, skip=position, agree=agree)
-
+def _monitors(cfg: PretrainConfig, run: Path, ckpt: dict | None, total: int, is_main: bool):
+    """The collapse monitor (its state restored), its sampling generator, and rank 0's telemetry."""
+    from radjepa_cli.pretrain.monitors import CollapseMonitor
+    from radjepa_cli.pretrain.telemetry import Telemetry
     monitor = CollapseMonitor()
     if ckpt and "monitor" in ckpt:
         monitor.load_state_dict(ckpt["monitor"])
-    mon_gen = torch.Generator().manual_seed(cfg.seed)
+    step = ckpt["step"] if ckpt else 0
     tel = Telemetry(run, total, step, tensorboard=cfg.tensorboard) if is_main else None
     if tel and ckpt:
-        tel.info(f"resumed {run} at step {step}/{total} (epoch {epoch}, batch {position})")
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
-    mean, std = DEFAULT_MEAN, DEFAULT_STD
-    imgs_per_step = cfg.batch_size * cfg.grad_accum * dist.world_size
+        tel.info(f"resumed {run} at step {step}/{total} (epoch {ckpt['epoch']}, batch {ckpt['batch_in_epoch']})")
+    return monitor, torch.Generator().manual_seed(cfg.seed), tel
 
-    bad = torch.zeros((), dtype=torch.bool, device=device)       # any non-finite loss since the last check
-    loss_sum = torch.zeros((), device=device)
-    n_since, t_last, last_loss, last_mon = 0, time.time(), float("nan"), {}
-    last_good_step = step
 
-    def check_finite() -> tuple[bool, float]:
-        """All ranks: (every loss finite since last check, mean loss) — one all-reduce at log/ckpt steps."""
-        vals = torch.stack([bad.float(), loss_sum, torch.tensor(float(max(n_since, 1)), device=device)])
+def _run_length(cfg: PretrainConfig, dist: DistInfo) -> int:
+    """Total optimizer steps: --steps, or --epochs × the steps in one pass over the split."""
+    if cfg.steps is not None:
+        return cfg.steps
+    per_epoch = count_samples(cfg.shards, cfg.split) // (cfg.batch_size * dist.world_size) // cfg.grad_accum
+    if per_epoch < 1:
+        raise ValueError(f"{cfg.shards}: too few {cfg.split} samples for one step of global batch "
+                         f"{cfg.batch_size * dist.world_size * cfg.grad_accum}")
+    return cfg.epochs * per_epoch
+
+
+def _schedules(cfg: PretrainConfig, total: int):
+    from radjepa_cli.pretrain.schedules import Schedules
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(WARMUP_FRACTION * total)
+    return Schedules(total_steps=total, warmup_steps=warmup, lr=cfg.lr, start_lr=cfg.start_lr,
+                     final_lr=cfg.final_lr, wd=cfg.wd, final_wd=cfg.final_wd, ema_start=cfg.ema_start,
+                     ema_end=cfg.ema_end)
+
+
+def _ddp_wrap(core, dist: DistInfo, device: torch.device):
+    if dist.world_size == 1:
+        return core
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    # Buffers (the predictor's fixed positions) are identical on every rank; syncing them costs ~nothing.
+    return DDP(core, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _to_device(item, device: torch.device):
+    """(batch, masks_enc, masks_pred) → normalised float images and the masks on the device. The loader sends
+    uint8 (pinned on CUDA, so the copy is asynchronous); the /255 and (x − mean)/std run on the device in fp32."""
+    from radjepa_cli.models.vit import DEFAULT_MEAN, DEFAULT_STD
+    batch, masks_enc, masks_pred = item
+    x = batch["image"].to(device, non_blocking=True)
+    x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()   # div, not ×1/255: equals the old decode
+    return ((x - DEFAULT_MEAN) / DEFAULT_STD, masks_enc.to(device, non_blocking=True),
+            masks_pred.to(device, non_blocking=True))
+
+
+class _Tally:
+    """Loss sum and any-non-finite flag since the last log, kept on the device: no host sync per step."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)   # never reset: a NaN stops the run
+        self.loss_sum = torch.zeros((), device=device)
+        self.steps = 0
+
+    def add(self, loss: torch.Tensor, grad_accum: int) -> None:
+        self.loss_sum += loss.detach().float() / grad_accum
+        self.bad |= ~torch.isfinite(loss.detach())
+
+    def check(self, distributed: bool) -> tuple[bool, float]:
+        """All ranks: (every loss finite since the last check, mean loss) — one all-reduce at log/ckpt steps."""
+        vals = torch.stack([self.bad.float(), self.loss_sum,
+                            torch.tensor(float(max(self.steps, 1)), device=self.device)])
         if distributed:
+            import torch.distributed as tdist
             tdist.all_reduce(vals)
         return vals[0].item() == 0, (vals[1] / vals[2]).item()
 
-    def save(milestone: bool) -> None:
-        rng = [run_state.capture_rng()]
-        if distributed:
-            rng = [None] * dist.world_size
-            tdist.all_gather_object(rng, run_state.capture_rng())
-        if is_main:
-            ck = run_state.make_checkpoint(core, opt, step=step, epoch=ep, batch_in_epoch=pos, loss=last_loss,
-                                           lr=sched.lr_at(max(step - 1, 0)), batch_size=cfg.batch_size,
-                                           world_size=dist.world_size, rng=rng,
-                                           extra={"monitor": monitor.state_dict(), "total_steps": total})
-            run_state.save_checkpoint(run, ck, milestone=milestone, keep_milestones=cfg.keep_milestones)
+    def reset(self) -> None:
+        self.loss_sum.zero_()
+        self.steps = 0
 
-    ep, pos = epoch, position
-    t_start = time.time()
+
+def _step(model, core, opt, micro: list, s: dict, cfg: PretrainConfig, device: torch.device, tally: _Tally) -> None:
+    """One optimizer step: forward/backward over the micro-batches (DDP syncs on the last only), this step's
+    LR/WD, optional clipping, AdamW, then the EMA of the target encoder."""
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    for i, (_, _, item) in enumerate(micro):
+        images, masks_enc, masks_pred = _to_device(item, device)
+        last = i == len(micro) - 1
+        with (model.no_sync() if model is not core and not last else contextlib.nullcontext()):
+            with autocast:
+                loss = model(images, masks_enc, masks_pred)
+            (loss / cfg.grad_accum).backward()
+        tally.add(loss, cfg.grad_accum)
+    for g in opt.param_groups:
+        g["lr"] = s["lr"]
+        if g.get("apply_wd"):
+            g["weight_decay"] = s["wd"]
+    if cfg.clip_grad:
+        torch.nn.utils.clip_grad_norm_([p for _, p in core.trainable_parameters()], cfg.clip_grad)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    core.update_target(s["momentum"])
+
+
+def _save(run: Path, core, opt, monitor, cfg: PretrainConfig, dist: DistInfo, *, step: int, ep: int, pos: int,
+          total: int, loss: float, lr: float, milestone: bool) -> None:
+    """Checkpoint after `step` optimizer steps, resumable at batch `pos` of epoch `ep` (all ranks: RNG gather)."""
+    rng = [run_state.capture_rng()]
+    if dist.world_size > 1:
+        import torch.distributed as tdist
+        rng = [None] * dist.world_size
+        tdist.all_gather_object(rng, run_state.capture_rng())
+    if dist.rank == 0:
+        ck = run_state.make_checkpoint(core, opt, step=step, epoch=ep, batch_in_epoch=pos, loss=loss, lr=lr,
+                                       batch_size=cfg.batch_size, world_size=dist.world_size, rng=rng,
+                                       extra={"monitor": monitor.state_dict(), "total_steps": total})
+        run_state.save_checkpoint(run, ck, milestone=milestone, keep_milestones=cfg.keep_milestones)
+
+
+def _stream(cfg: PretrainConfig, dist: DistInfo, device, core, loader_factory, epoch: int, position: int):
+    """Optimizer-step groups of micro-batches from (epoch, position) on; all ranks end each epoch together."""
+    import torch.distributed as tdist
+
+    from radjepa_cli.pretrain.batches import all_ranks_agree, batch_stream, micro_batches
+    group = tdist.new_group(backend="gloo") if dist.world_size > 1 and device.type == "cuda" else None
+    loader_factory = loader_factory or default_loader_factory(cfg, dist, core.encoder.grid_size)
+    stream = batch_stream(loader_factory, epoch=epoch, skip=position, agree=all_ranks_agree(group))
+    return micro_batches(stream, cfg.grad_accum)
+
+
+def _fail(run: Path, err: Exception, step: int, last_good_step: int) -> NonFiniteLossError:
+    good = run_state.latest_path(run)
+    msg = (f"{err}; stopped. The last good checkpoint {good} (step {last_good_step}) is kept"
+           if good.is_file() else f"{err}; stopped before any checkpoint was written")
+    run_state.mark_failed(run, msg, step=step, last_good_step=last_good_step)
+    return NonFiniteLossError(msg + ". Lower --lr or set clip_grad, then --resume.")
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+
+def train(cfg: PretrainConfig, dist: DistInfo | None = None,
+          loader_factory: Callable[[int], Iterable] | None = None) -> dict[str, Any]:
+    """Train (or resume) the run in cfg.out; returns the summary also written to RUN/COMPLETE."""
+    dist = dist or DistInfo()
+    cfg.validate()
+    run, is_main, distributed = Path(cfg.out), dist.rank == 0, dist.world_size > 1
+    device = _setup(cfg, dist)
+    core, opt = _build(cfg, dist, device)
+    ckpt = _resume(cfg, run, core, opt, dist)
+    if ckpt and run_state.is_complete(run) and ckpt["step"] >= (ckpt.get("total_steps") or 0):
+        from radjepa_cli.io import read_json
+        return {"already_complete": True, **read_json(run / "COMPLETE")}
+    step, ep, pos = (ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]) if ckpt else (0, 0, 0)
+    total = _run_length(cfg, dist)
+    sched = _schedules(cfg, total)
+    model = _ddp_wrap(core, dist, device)
+    steps = _stream(cfg, dist, device, core, loader_factory, ep, pos)
+    monitor, mon_gen, tel = _monitors(cfg, run, ckpt, total, is_main)
+    imgs_per_step = cfg.batch_size * cfg.grad_accum * dist.world_size
+    tally = _Tally(device)
+    t_start = t_last = time.time()
+    last_loss, last_mon, last_good_step = float("nan"), {}, step
     try:
         while step < total:
-            micro = []
-            for _ in range(cfg.grad_accum):
-                e, p, batch = next(stream)
-                if micro and e != micro[0][0]:
-                    micro = []            # epoch ended mid-accumulation: drop the partial step
-                micro.append((e, p, batch))
-            if len(micro) < cfg.grad_accum:
-                continue
-            # ---- forward/backward over the micro-batches
-            for i, (_, _, (batch, masks_enc, masks_pred)) in enumerate(micro):
-                images = (batch["image"].to(device, non_blocking=True).float() - mean) / std
-                masks_enc = masks_enc.to(device, non_blocking=True)
-                masks_pred = masks_pred.to(device, non_blocking=True)
-                sync = model.no_sync() if distributed and i < len(micro) - 1 else contextlib.nullcontext()
-                with sync:
-                    with autocast:
-                        loss = model(images, masks_enc, masks_pred)
-                    (loss / cfg.grad_accum).backward()
-                loss_sum += loss.detach().float() / cfg.grad_accum
-                bad |= ~torch.isfinite(loss.detach())
-            ep, pos = micro[-1][0], micro[-1][1]
-            # ---- optimizer step with this step's schedules, then EMA
+            micro = next(steps)
             s = sched.at(step)
-            for g in opt.param_groups:
-                g["lr"] = s["lr"]
-                if g.get("apply_wd"):
-                    g["weight_decay"] = s["wd"]
-            if cfg.clip_grad:
-                torch.nn.utils.clip_grad_norm_([p for _, p in core.trainable_parameters()], cfg.clip_grad)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            core.update_target(s["momentum"])
+            _step(model, core, opt, micro, s, cfg, device, tally)
+            ep, pos = micro[-1][0], micro[-1][1]
             step += 1
-            n_since += 1
-
+            tally.steps += 1
             do_log = step % cfg.log_every == 0 or step == total
             do_ckpt = step % cfg.ckpt_every == 0 or step == total
             if do_log or do_ckpt:
-                finite, mean_loss = check_finite()
+                finite, mean_loss = tally.check(distributed)
                 if not finite:
                     raise NonFiniteLossError(f"the loss became NaN/inf between steps {last_good_step} and {step}")
                 last_good_step, last_loss = step, mean_loss
+            # ---- MILESTONE HOOK (online probe etc.): per-milestone measurements go here, before the log/checkpoint
             if is_main and step % cfg.monitor_every == 0 and core.last_target_tokens is not None:
-                last_mon = monitor.measure(core.last_target_tokens, generator=mon_gen)
+                last_mon = monitor.measure(core.last_target_tokens, generator=mon_gen)   # RankMe, target std
                 for w in monitor.check(last_mon):
                     tel.warn(f"step {step}: {w}")
             if do_log:
                 now = time.time()
-                if is_main:
-                    # loss is the interval mean; the separate terms are this step's (rank 0) values
+                if is_main:   # loss is the interval mean; the separate terms are this step's (rank 0) values
                     terms = {k: v.item() for k, v in core.last_terms.items()} if len(core.last_terms) > 1 else {}
                     tel.log({"step": step, "epoch": ep, "loss": last_loss, **terms, **s,
-                             "images_per_s": n_since * imgs_per_step / max(now - t_last, 1e-9), **last_mon})
-                last_mon = {}
-                loss_sum.zero_()
-                n_since, t_last = 0, now
+                             "images_per_s": tally.steps * imgs_per_step / max(now - t_last, 1e-9), **last_mon})
+                last_mon, t_last = {}, now
+                tally.reset()
             elif tel:
                 tel.advance(step)
             if do_ckpt:
-                save(milestone=step == total or (cfg.milestone_every > 0 and step % cfg.milestone_every == 0))
+                _save(run, core, opt, monitor, cfg, dist, step=step, ep=ep, pos=pos, total=total, loss=last_loss,
+                      lr=sched.lr_at(max(step - 1, 0)),
+                      milestone=step == total or (cfg.milestone_every > 0 and step % cfg.milestone_every == 0))
     except NonFiniteLossError as e:
         if is_main:
-            good = run_state.latest_path(run)
-            msg = (f"{e}; stopped. The last good checkpoint {good} (step {last_good_step}) is kept"
-                   if good.is_file() else f"{e}; stopped before any checkpoint was written")
-            run_state.mark_failed(run, msg, step=step, last_good_step=last_good_step)
-            raise NonFiniteLossError(msg + ". Lower --lr or set clip_grad, then --resume.") from None
+            raise _fail(run, e, step, last_good_step) from None
         raise
     finally:
         if tel:
