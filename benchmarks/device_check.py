@@ -98,8 +98,8 @@ def part_commands(name: str, out: Path, work: Path, cpu: bool, budget: float) ->
         return [python() + [str(Path(__file__)), "--inner-kernel-check", str(out / "kernel_check.json"),
                             "--inner-deadline-s", str(int(budget - 10))] + (["--cpu"] if cpu else [])]
     if name == "kernel_timing":
-        skip = "check,step,ema,gather" if cpu else "step"   # the step is pretrain_step's part
-        return [python() + [str(b / "kernels.py"), "--out", str(out / "kernels"), "--skip", skip,
+        skip = ["--skip", "check,ema,gather"] if cpu else []   # CPU smoke: attention only (kernel_check checked)
+        return [python() + [str(b / "kernels.py"), "--out", str(out / "kernels"), *skip,
                             "--budget-s", str(int(0.8 * budget))]]
     if name == "pretrain_step":
         args = (["--model", "vit_tiny", "--depth", "2", "--pred-depth", "1", "--pred-dim", "96", "--image-size",

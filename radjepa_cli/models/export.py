@@ -32,7 +32,7 @@ import torch
 from radjepa_cli.io import write_json
 from radjepa_cli.models.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, build_encoder_from_config, encoder_config,
                                            load_encoder_checkpoint, load_without_init)
-from radjepa_cli.models.layouts import from_hf_state_dict, replicate_grey_patch_embed, to_hf_state_dict  # noqa: F401
+from radjepa_cli.models.layouts import replicate_grey_patch_embed, to_hf_state_dict
 from radjepa_cli.models.vit import VisionTransformerEncoder, sincos_pos_embed
 
 FORMATS = ("safetensors", "hf", "timm")

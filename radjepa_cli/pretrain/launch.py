@@ -20,6 +20,12 @@ from radjepa_cli.pretrain.train import DistInfo, PretrainConfig, train
 DEVICES = ("auto", "cuda", "cpu")
 
 
+def _check_device(requested: str) -> None:
+    """The --device check shared by LaunchOptions.validate (before any work) and resolve_device (its own callers)."""
+    if requested not in DEVICES:
+        raise ValueError(f"--device must be one of {', '.join(DEVICES)}, not {requested!r}")
+
+
 class WorkerFailedError(RuntimeError):
     """A training process failed; the message names its rank and says why."""
 
@@ -36,8 +42,7 @@ class LaunchOptions:
     device: str = "auto"               # auto | cuda | cpu (see resolve_device)
 
     def validate(self) -> None:
-        if self.device not in DEVICES:
-            raise ValueError(f"--device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        _check_device(self.device)
         if self.gpus and self.device == "cpu":
             raise ValueError("--gpus N runs CUDA processes; with --device cpu use --procs N")
         if self.gpus and self.procs:
@@ -111,8 +116,7 @@ def resolve_device(requested: str = "auto", *, gpus: int = 0, procs: int = 0) ->
     working CUDA and raise a clear error otherwise; `auto` uses CUDA when it works and CPU on a machine without
     NVIDIA hardware — but where a GPU is present and CUDA fails (e.g. a driver too old for this torch) it raises
     rather than train silently on the CPU, unless the user says --device cpu."""
-    if requested not in DEVICES:
-        raise ValueError(f"--device must be one of {', '.join(DEVICES)}, not {requested!r}")
+    _check_device(requested)
     if requested == "cpu" or (procs and requested == "auto"):
         return "cpu"
     problem = cuda_problem()
@@ -128,6 +132,11 @@ def resolve_device(requested: str = "auto", *, gpus: int = 0, procs: int = 0) ->
     return "cpu"
 
 
+def _visible_note(env) -> str:
+    """How this process's GPUs were narrowed, for errors about too few of them (ordinals are relative to it)."""
+    return f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '<unset>')!r}"
+
+
 def cuda_device_index(env: dict[str, str] | None = None) -> int:
     """The CUDA ordinal (among the devices this process sees) that this process should use.
 
@@ -139,15 +148,14 @@ def cuda_device_index(env: dict[str, str] | None = None) -> int:
     local = int(env.get("LOCAL_RANK", env.get("SLURM_LOCALID", "0")))
     visible = torch.cuda.device_count()
     if visible < 1:
-        raise RuntimeError(f"local rank {local} needs a GPU but none is visible "
-                           f"(CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '<unset>')!r})")
+        raise RuntimeError(f"local rank {local} needs a GPU but none is visible ({_visible_note(env)})")
     if visible == 1:
         return 0
     if local < visible:
         return local
     raise RuntimeError(
         f"local rank {local} but only {visible} GPU(s) visible to this process "
-        f"(CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '<unset>')!r}): start at most {visible} "
+        f"({_visible_note(env)}): start at most {visible} "
         "processes per node, or give each process its own GPU (srun --gpus-per-task=1)")
 
 
@@ -161,8 +169,7 @@ def bind_cuda_device(spec: str | int) -> "torch.device":
     n = torch.cuda.device_count()
     index = 0 if dev.index is None else dev.index
     if index >= n:
-        raise RuntimeError(f"CUDA device {index} requested but only {n} visible "
-                           f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')!r})")
+        raise RuntimeError(f"CUDA device {index} requested but only {n} visible ({_visible_note(os.environ)})")
     torch.cuda.set_device(index)
     return torch.device("cuda", index)
 
