@@ -1,6 +1,7 @@
 """`radjepa prepare-data`: the issue's bad-input folder, exit codes, resume, parts, filters, no identifiers."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -177,3 +178,58 @@ def test_synthetic_shards_carry_labels_masks_and_reports(tmp_path):
     b = next(iter(make_loader(tmp_path / "o", split="train", batch_size=4, image_size=48, train=True,
                               label_names=["Cardiomegaly"], mask_names=["lung_left", "R3"])))
     assert b["masks"].shape == (4, 2, 48, 48) and b["mask_known"].all()
+
+
+def test_png_level_0_same_pixels_larger_files_and_a_rerun_at_another_level_is_refused(tmp_path):
+    """--png-level 0 (stored deflate: ~3x faster decode) must change only the bytes, never the pixels; a rerun
+    into a folder written at another level is refused (naming the setting) rather than mixing two encodings."""
+    from radjepa_cli.data.shards import PNG_LEVEL, decode_png_raw, iter_tar
+    (tmp_path / "in").mkdir()
+    _phantom_folder(tmp_path / "in", n=6, per_patient=1)
+    base = ["folder", tmp_path / "in", "--size", 96, "--shard-size", 3, "--salt", "k"]
+    assert run(*base, "--out", tmp_path / "l0", "--png-level", 0).exit_code == 0
+    res = run(*base, "--out", tmp_path / "dflt")
+    assert res.exit_code == 0, res.output
+    m0, md = read_manifest(tmp_path / "l0"), read_manifest(tmp_path / "dflt")
+    assert m0["config"]["png_level"] == 0 and md["config"]["png_level"] == PNG_LEVEL == 2
+    assert [s["name"] for s in m0["shards"]] == [s["name"] for s in md["shards"]] and len(m0["shards"]) >= 2
+    for s0, sd in zip(m0["shards"], md["shards"]):
+        a, b = list(iter_tar(tmp_path / "l0" / s0["name"])), list(iter_tar(tmp_path / "dflt" / sd["name"]))
+        assert [k for k, _ in a] == [k for k, _ in b]
+        for (_, fa), (_, fb) in zip(a, b):
+            assert fa["json"] == fb["json"]
+            ra, rb = decode_png_raw(fa["png"]), decode_png_raw(fb["png"])
+            assert ra.dtype == rb.dtype and (ra == rb).all()            # identical stored grey levels
+            assert len(fa["png"]) > len(fb["png"]) and len(fa["png"]) >= ra.numel()  # level 0: stored, larger
+        assert s0["bytes"] >= sd["bytes"]  # tars pad to 10 KiB records: one small image may not show
+    tars = {d: sum(p.stat().st_size for p in (tmp_path / d).glob("*.tar")) for d in ("l0", "dflt")}
+    assert tars["l0"] > tars["dflt"] and sum(s["bytes"] for s in m0["shards"]) == tars["l0"]
+    # rerun into the default-level folder at level 0: refused, says which setting, touches nothing
+    shas = {s["name"]: s["sha256"] for s in md["shards"]}
+    res = run(*base, "--out", tmp_path / "dflt", "--png-level", 0)
+    assert res.exit_code == 1 and "png-level: 2 → 0" in res.output and "--overwrite" in res.output, res.output
+    assert read_manifest(tmp_path / "dflt")["shards"] == md["shards"]
+    # --overwrite rewrites every shard at level 0: byte-identical to the folder written at level 0 from scratch
+    assert run(*base, "--out", tmp_path / "dflt", "--png-level", 0, "--overwrite").exit_code == 0
+    mo = read_manifest(tmp_path / "dflt")
+    assert {s["name"]: s["sha256"] for s in mo["shards"]} == {s["name"]: s["sha256"] for s in m0["shards"]} != shas
+    # the same level again resumes (nothing rewritten); out-of-range levels are refused
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "dflt").glob("*.tar")}
+    assert run(*base, "--out", tmp_path / "dflt", "--png-level", 0).exit_code == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "dflt").glob("*.tar")} == mtimes
+    assert run(*base, "--out", tmp_path / "bad", "--png-level", 10).exit_code != 0
+    with pytest.raises(ValueError, match="png-level"):
+        PrepareConfig(dataset="synthetic", out=str(tmp_path / "x"), png_level=-1).validate()
+
+
+def test_png_level_default_keeps_the_fingerprint_of_folders_written_before_the_option():
+    """Shard folders written before --png-level existed must still resume: at the default level the fingerprint is
+    the one the earlier code computed (value pinned from it), and an old manifest's config reads as level 2."""
+    from radjepa_cli.data.prepare import config_changes, fingerprint, public_config
+    cfg = PrepareConfig(dataset="synthetic", out="x", n=4, salt="k")
+    before = "b8277cef931c41c9"  # fingerprint(cfg, "k") at 6a028e4, before png_level was a setting
+    assert fingerprint(cfg, "k") == before
+    assert fingerprint(dataclasses.replace(cfg, png_level=0), "k") != before
+    old = {k: v for k, v in public_config(cfg, "k").items() if k != "png_level"}
+    assert config_changes(old, public_config(cfg, "k")) == []
+    assert config_changes(old, {**old, "png_level": 0, "workers": 3}) == ["png-level: 2 → 0"]

@@ -8,6 +8,8 @@ in order, and the main process streams them into tars (temp file + rename) and a
 shard; manifest.json, the index of those lines, is written when the run starts and when it ends. A shard whose inputs
 were all rejected is recorded but not written. A rerun with the same configuration keeps shards whose planned keys,
 sha256 and rejected inputs (size, mtime) are unchanged and rewrites the rest; --overwrite redoes everything.
+A rerun with another configuration (any setting that changes the bytes, --png-level included) is refused with the
+settings that differ, unless --overwrite.
 Patient ids leave the process only as salted hashes; bad inputs are rejected with their reason, never fatal
 (unless --strict).
 """
@@ -31,7 +33,7 @@ from .decode import DecodeError
 from .presence import absolute, common_folder, missing_summary, split_present
 from .resume import earlier_entries, file_state, plan_digest, still_valid
 from .record import SPLITS
-from .shards import ShardWriter, encode_record, file_sha256, shard_name
+from .shards import PNG_LEVEL, ShardWriter, encode_record, file_sha256, shard_name
 from .sources import Source, SourceItem, get_source
 
 FRONTAL, LATERAL = ("PA", "AP", "AP_SUPINE"), ("LATERAL", "LL")
@@ -46,6 +48,7 @@ class PrepareConfig:
     n: int | None = None               # synthetic: how many to render; others: cap after filtering
     size: int = 256                    # shorter side in pixels
     bits: int = 8                      # PNG bit depth (8 or 16)
+    png_level: int = PNG_LEVEL         # zlib level of the PNGs: same pixels; 0 = ~3x faster decode, 1.3-2x bytes
     workers: int = 0                   # decoding processes; 0 = one per available CPU (at most 8)
     split: str = "all"                 # train | val | test | all
     shard_size: int = 1000
@@ -67,6 +70,8 @@ class PrepareConfig:
     def validate(self) -> None:
         if self.bits not in (8, 16):
             raise ValueError(f"--bits must be 8 or 16, not {self.bits}")
+        if not (isinstance(self.png_level, int) and 0 <= self.png_level <= 9):
+            raise ValueError(f"--png-level must be 0..9, not {self.png_level!r}")
         if self.split not in (*SPLITS, "all"):
             raise ValueError(f"--split must be train|val|test|all, not {self.split!r}")
         if self.size < 8 or self.shard_size < 1 or self.workers < 0:
@@ -192,8 +197,8 @@ def make_plan(cfg: PrepareConfig, source: Source) -> Plan:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(source: Source, size: int, bits: int, salt: str) -> None:
-    _WORKER.update(source=source, size=size, bits=bits, salt=salt)
+def _init_worker(source: Source, size: int, bits: int, salt: str, png_level: int = PNG_LEVEL) -> None:
+    _WORKER.update(source=source, size=size, bits=bits, salt=salt, png_level=png_level)
 
 
 def _process(item: SourceItem) -> tuple[str, Any]:
@@ -206,7 +211,7 @@ def _process(item: SourceItem) -> tuple[str, Any]:
             rec.study = patient_hash(w["salt"], f"study:{rec.study}")
         rec.split = item.split
         rec.key = item.key
-        files = encode_record(rec, w["size"], w["bits"])
+        files = encode_record(rec, w["size"], w["bits"], w["png_level"])
         return "ok", (item.key, files, rec.meta(), sorted(rec.masks))
     except DecodeError as e:
         return "rejected", {"key": item.key, "path": e.path, "reason": e.reason, "state": file_state(e.path)}
@@ -226,12 +231,13 @@ def n_workers(requested: int) -> int:
 def _results(cfg: PrepareConfig, source: Source, salt: str, items: list[SourceItem]) -> Iterator[tuple[str, Any]]:
     workers = n_workers(cfg.workers)
     if workers <= 1 or len(items) < MIN_PARALLEL_ITEMS:
-        _init_worker(source, cfg.size, cfg.bits, salt)
+        _init_worker(source, cfg.size, cfg.bits, salt, cfg.png_level)
         yield from map(_process, items)
         return
     # spawn: safe with any parent state (threads, torch); sources are picklable by contract
     ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(source, cfg.size, cfg.bits, salt)) as pool:
+    init = (source, cfg.size, cfg.bits, salt, cfg.png_level)
+    with ctx.Pool(workers, initializer=_init_worker, initargs=init) as pool:
         yield from pool.imap(_process, items, chunksize=max(1, min(16, len(items) // (workers * 8))))
 
 
@@ -258,16 +264,38 @@ def public_config(cfg: PrepareConfig, salt: str | None) -> dict[str, Any]:
     return d
 
 
+# settings that do not change the shard bytes: not in the fingerprint
+NOT_FINGERPRINTED = ("workers", "part", "dry_run", "strict", "overwrite", "out", "root", "contact_sheet")
+# settings added after shard folders existed, with the value those folders were written with: left out of the
+# fingerprint at that value, so folders written before the setting existed keep their fingerprint (and resume)
+LATER_SETTINGS = {"png_level": PNG_LEVEL}
+
+
 def fingerprint(cfg: PrepareConfig, salt: str) -> str:
     """What determines the shard contents: not workers, part or flags, and not where ROOT is mounted (parts
     written on several machines must agree); input files named by path count by their content."""
     d = public_config(cfg, salt)
-    for k in ("workers", "part", "dry_run", "strict", "overwrite", "out", "root", "contact_sheet"):
+    for k in NOT_FINGERPRINTED:
         d.pop(k)
+    for k, old in LATER_SETTINGS.items():
+        if d[k] == old:
+            d.pop(k)
     for k in ("exclude_subjects", "csv"):
         if d[k]:
             d[k] = file_sha256(d[k])
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_changes(old: dict, new: dict) -> list[str]:
+    """'name: old → new' for the fingerprinted settings that differ between an earlier manifest's config and ours
+    (a manifest written before a setting existed has that setting's LATER_SETTINGS value)."""
+    keys = sorted((set(old) | set(new)) - set(NOT_FINGERPRINTED) - {"salt"})
+    changes = []
+    for k in keys:
+        a, b = old.get(k, LATER_SETTINGS.get(k)), new.get(k, LATER_SETTINGS.get(k))
+        if a != b:
+            changes.append(f"{k.replace('_', '-')}: {a!r} → {b!r}")
+    return changes
 
 
 def source_options(cfg: PrepareConfig) -> dict[str, Any]:
@@ -297,7 +325,8 @@ def prepare_data(cfg: PrepareConfig, progress=None) -> dict[str, Any]:
 
     salt = _resolve_salt(cfg, out)
     fp = fingerprint(cfg, salt)
-    done = earlier_entries(out, mpath, jpath, fp, cfg.overwrite)
+    conf = public_config(cfg, salt)
+    done = earlier_entries(out, mpath, jpath, fp, cfg.overwrite, explain=lambda old: config_changes(old, conf))
     out.mkdir(parents=True, exist_ok=True)
     for name, _, _ in plan.shards:  # a crashed run's partial shards (only ours: other parts may be writing)
         for stale in out.glob(f".{name}.*.tmp"):
@@ -312,7 +341,6 @@ def prepare_data(cfg: PrepareConfig, progress=None) -> dict[str, Any]:
             entries[name] = done[name]
         else:
             pending.append((name, split, items))
-    conf = public_config(cfg, salt)
 
     def index(complete: bool) -> dict:  # the manifest: written when the run starts work and when it ends
         m = mf.build_manifest(conf, fp, list(entries.values()), plan.excluded, complete, part, len(plan.shards),

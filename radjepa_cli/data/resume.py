@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Callable
 
 from ..io import read_json
 from . import manifest as mf
@@ -40,15 +41,21 @@ def still_valid(out: Path, prev: dict | None, items: list[SourceItem]) -> bool:
     return (out / prev["name"]).is_file() and file_sha256(out / prev["name"]) == prev["sha256"]
 
 
-def earlier_entries(out: Path, mpath: Path, jpath: Path, fp: str, overwrite: bool) -> dict[str, dict]:
+def earlier_entries(out: Path, mpath: Path, jpath: Path, fp: str, overwrite: bool,
+                    explain: Callable[[dict], list[str]] | None = None) -> dict[str, dict]:
     """Shard entries of earlier runs with this configuration (manifest, then the journal of an interrupted run).
-    Another configuration's shards are an error, or with --overwrite deleted; --overwrite also redoes ours."""
+    Another configuration's shards are an error (naming the settings that differ: `explain(manifest config)`), or
+    with --overwrite deleted; --overwrite also redoes ours. Never a mix: a rerun that changes e.g. --png-level
+    must not leave shards of two encodings under one manifest."""
     old = read_json(mpath) if mpath.exists() else {}
     journal = mf.read_journal(jpath)
     fps = ({old["fingerprint"]} if old.get("fingerprint") else set()) | {f for f, _ in journal}
     if fps - {fp} and not overwrite:
+        changes = explain(old.get("config") or {}) if explain is not None and old.get("config") else []
+        why = f": {'; '.join(changes)}" if changes else ""
         raise FileExistsError(f"{out} holds shards from a different configuration ({mpath.name} fingerprint "
-                              f"{sorted(fps - {fp})[0]} != {fp}); use a new --out or --overwrite")
+                              f"{sorted(fps - {fp})[0]} != {fp}){why}; use a new --out, or --overwrite to "
+                              f"rewrite them all")
     entries = list(old.get("shards", [])) + list(old.get("empty_shards", [])) + [e for _, e in journal]
     if overwrite:
         for e in entries:

@@ -27,7 +27,7 @@ SHARD_RE = re.compile(r"^(train|val|test)-(\d{6})\.tar$")
 # (29 bool planes) level 3 is ~2x faster than savez_compressed's 6. Encoding is a third of the phantom pipeline.
 # Reading: PNG decode is ~¾ of the training loader's CPU. Level 0 (stored, still a standard PNG) decodes ~3x
 # faster than level 2 for ~1.5x the bytes on phantoms (benchmarks/loader.py, "png0*"): the choice for shards that
-# must feed many GPUs from few cores.
+# must feed many GPUs from few cores (`prepare-data --png-level 0`).
 PNG_LEVEL, NPZ_LEVEL = 2, 3
 
 
