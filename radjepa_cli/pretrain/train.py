@@ -73,6 +73,9 @@ class PretrainConfig:
     milestone_every: int = 0               # step_XXXXXXX.pt (0: only the final one)
     keep_milestones: int = 0               # 0: keep all
     tensorboard: bool = True
+    probe_every: int | None = None         # [online probe, issue 15] None: ~6 read-outs if labelled; 0: off
+    probe_train: int = 512                 # [online probe, issue 15] subset sizes (pretrain/online_probe.py)
+    probe_val: int = 256
     resume: bool = False
 
     def validate(self) -> None:
@@ -282,6 +285,8 @@ def train(cfg: PretrainConfig, dist: DistInfo | None = None,
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
     mean, std = DEFAULT_MEAN, DEFAULT_STD
+    from radjepa_cli.pretrain import online_probe   # [online probe, issue 15]
+    probe = online_probe.build(cfg, total, mean, std) if is_main else None
     imgs_per_step = cfg.batch_size * cfg.grad_accum * dist.world_size
 
     bad = torch.zeros((), dtype=torch.bool, device=device)       # any non-finite loss since the last check
@@ -370,6 +375,8 @@ def train(cfg: PretrainConfig, dist: DistInfo | None = None,
                 n_since, t_last = 0, now
             elif tel:
                 tel.advance(step)
+            if probe is not None and probe.due(step, total):   # [online probe, issue 15] rank 0 only
+                tel.log_probe(probe.run(core.target_encoder, step))
             if do_ckpt:
                 save(milestone=step == total or (cfg.milestone_every > 0 and step % cfg.milestone_every == 0))
     except NonFiniteLossError as e:
