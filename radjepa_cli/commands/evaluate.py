@@ -139,8 +139,7 @@ def reports_cmd(
     from radjepa_cli.io import write_json
 
     cfg = ReportEvalConfig(str(predictions), bootstrap, seed, uncertain_as,
-                           *(str(p) if p else None for p in (radgraph_dir, chexbert_dir, green_dir)),
-                      baselines=baselines, iu_xray=iu_xray)
+                           *(str(p) if p else None for p in (radgraph_dir, chexbert_dir, green_dir)))
     out_dir = Path(out) if out else predictions.parent / "eval"
     try:
         res = evaluate_predictions(cfg)

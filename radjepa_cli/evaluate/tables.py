@@ -252,6 +252,13 @@ def _probe_rows(paths: list[Path]) -> list[dict]:
     return [load_results(p) for p in paths]
 
 
+def _probe_source(res: dict) -> tuple[str, str]:
+    """(Source cell's lead, row kind): `probe --baselines` results (random-init twin, raw pixels) are labelled."""
+    if res.get("baseline"):
+        return f"baseline: {res['baseline']}", "baseline"
+    return "ours", "ours"
+
+
 def probe_table(cfg: TableConfig, results: list[dict]) -> Table:
     paper = pp.paper_numbers()["table6"]
     cols = ["Encoder", "Source"] + [a for _, a in VINDR_COLS] + ["Agg.", "RSNA AUPRC", "RSNA AUC"]
@@ -273,8 +280,10 @@ def probe_table(cfg: TableConfig, results: list[dict]) -> Table:
         else:
             cells = vindr + [f"{100 * agg['auprc_mean']:.1f}", "—", "—"]
         ds = res.get("dataset", "?")
-        t.add([res["encoder"], f"ours ({ds}; labels {res['label_set']}, {len(pc)} classes)"] + cells, "ours")
-        if cfg.compare_paper:
+        who, kind = _probe_source(res)
+        t.add([res["encoder"], f"{who} ({ds}; labels {res['label_set']}, {len(pc)} classes; "
+                               f"{res.get('head', 'linear')} head)"] + cells, kind)
+        if cfg.compare_paper and kind == "ours":
             ref, label = _reference_row(paper["rows"], res["encoder"], ds)
             if ref is not None:
                 if rsna:
@@ -306,8 +315,10 @@ def auroc_table(cfg: TableConfig, results: list[dict]) -> Table:
         cell = ms_cell(100 * agg["auroc_mean"], 100 * agg["auroc_std"], nd=2)
         col = "VinDr-CXR" if res["label_set"] == "vindr6" else "RSNA" if res["label_set"] == "rsna" else \
             res.get("dataset", "?")
-        t.add([res["encoder"], f"ours ({res.get('dataset', '?')}, labels {res['label_set']})",
-               *[cell if c == col else "—" for c in ["VinDr-CXR", "RSNA", *other]]], "ours")
+        who, kind = _probe_source(res)
+        t.add([res["encoder"], f"{who} ({res.get('dataset', '?')}, labels {res['label_set']}; "
+                               f"{res.get('head', 'linear')} head)",
+               *[cell if c == col else "—" for c in ["VinDr-CXR", "RSNA", *other]]], kind)
     if not results:
         t.add(["(none)", "ours: missing", HINT_PROBE, "—", *["—"] * len(other)], "missing")
     t.data = {"paper": paper["rows"] if cfg.compare_paper else [], "ours": results}
