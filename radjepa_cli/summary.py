@@ -38,7 +38,8 @@ def key_numbers(out: Path) -> list[tuple[str, str]]:
         r = _load(p)
         if r and "aggregate" in r:
             a = r["aggregate"]
-            rows.append((f"probe macro-AUPRC · {p.parent.name.removeprefix('probe-')}",
+            who = f"{p.parent.name.removeprefix('probe-')} ({r.get('head', 'linear')} head)"
+            rows.append((f"probe macro-AUPRC · {who}",
                          f"{100 * a['auprc_mean']:.1f} ± {100 * a['auprc_std']:.1f} (AUROC {100 * a['auroc_mean']:.1f})"))
     for p in sorted(out.glob("segment-*/results.json")):
         r = _load(p)
