@@ -74,7 +74,8 @@ def online_probe_rows(run: Path) -> list[tuple[str, str]]:
     first, last = probe[0], probe[-1]
     rows = [("online probe (ridge, val) macro-AUPRC, first → last read-out",
              f"{100 * first['probe_ridge_auprc']:.1f} (step {first['step']}) → {100 * last['probe_ridge_auprc']:.1f} "
-             f"(step {last['step']}); kNN {100 * first['probe_knn_auprc']:.1f} → {100 * last['probe_knn_auprc']:.1f}")]
+             f"(step {last['step']}); kNN {100 * first['probe_knn_auprc']:.1f} → "
+             f"{100 * last['probe_knn_auprc']:.1f}")]
     done = _load(run / "COMPLETE") or {}
     if done.get("wall_s"):
         spent = last.get("probe_seconds_total", 0.0)

@@ -88,7 +88,8 @@ def register(app: typer.Typer) -> None:
                 rows = {encoder: r, **{f"{k} (baseline)": v for k, v in run_baselines(cfg).items()}}
         except (ValueError, FileNotFoundError, KeyError, PermissionError, IndexError) as e:
             _fail(console, e)
-        table = Table(title=f"probe · {head} head · {encoder} · {r['dataset']} ({r['n_train']} train / {r['n_test']} test, "
+        table = Table(title=f"probe · {head} head · {encoder} · {r['dataset']} "
+                            f"({r['n_train']} train / {r['n_test']} test, "
                             f"{len(r['seeds'])} seeds)")
         for col in ("label", "n_pos", "AUPRC %", "AUROC %"):
             table.add_column(col, justify="left" if col == "label" else "right")

@@ -12,7 +12,8 @@ from ..io import atomic_write_bytes
 from . import paper as pp
 
 METRICS = (("rougeL", "ROUGE-L"), ("bleu4", "BLEU-4"), ("rger", "RGER"), ("f1_14_macro", "Macro-F1-14"))
-FAMILY_COLOURS = {"image-text": "tab:blue", "image-only": "tab:green", "jepa": "tab:purple", "ours": "tab:red", "baseline": "tab:gray"}
+FAMILY_COLOURS = {"image-text": "tab:blue", "image-only": "tab:green", "jepa": "tab:purple", "ours": "tab:red",
+                  "baseline": "tab:gray"}
 
 
 def _entries(groups: list[dict], paper_rows: list[dict]) -> list[dict]:
