@@ -3,6 +3,7 @@ and its numbers equal to the same read-out of the saved milestone checkpoint out
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 
 import numpy as np
@@ -102,7 +103,20 @@ def test_online_numbers_equal_the_offline_readout_of_the_milestone(shards, tmp_p
 def test_probe_defaults_and_off_switch(shards, tmp_path):
     cfg = _cfg(shards, tmp_path / "a", probe_train=8, probe_val=8)
     p = online_probe.build(cfg, total=600, mean=0.5, std=0.25)
-    assert p is not None and p.every == 100 and p.due(600, 600) and not p.due(650 - 1, 600)
+    assert p is not None and p.every == 100 and p.budget == online_probe.BUDGET
+    assert p.due(100, 600) and not p.due(99, 600) and p.due(600, 600)
+    # budget mode: a read-out that costs much more than 5% of the interval's training time pushes the next one out
+    from radjepa_cli.models.vit import build_encoder
+    vit = build_encoder("vit_tiny", img_size=16, patch_size=4, in_chans=1, depth=1)
+    p._t_mark, p._step_mark = time.perf_counter() - 1e6, 0     # slow steps: the read-out is cheap
+    p.run(vit, 100)
+    assert p.next == 200
+    p._t_mark = time.perf_counter()                           # instant steps: the read-out is expensive
+    p.run(vit, 200)
+    assert p.next > 300 and not p.due(300, 600) and p.due(600, 600)
+    fixed = online_probe.build(_cfg(shards, tmp_path / "e", probe_every=7, probe_train=8, probe_val=8), 600, 0.5,
+                               0.25)
+    assert fixed.budget is None and fixed.due(14, 600) and not fixed.due(15, 600)
     assert online_probe.build(_cfg(shards, tmp_path / "b", probe_every=0), 600, 0.5, 0.25) is None
     unlabelled = tmp_path / "unlabelled"
     unlabelled.mkdir()

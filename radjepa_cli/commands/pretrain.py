@@ -65,8 +65,9 @@ def register(app: typer.Typer) -> None:
         log_every: int = typer.Option(None, "--log-every", help="Steps between metrics.jsonl lines."),
         monitor_every: int = typer.Option(None, "--monitor-every", help="Steps between collapse measurements."),
         probe_every: int = typer.Option(None, "--probe-every", help="Steps between online-probe read-outs of the "
-                                        "target encoder (ridge + kNN on a fixed labelled subset). Default: about 6 "
-                                        "per run when the shards have labels; 0: off."),
+                                        "target encoder (ridge + kNN on a fixed labelled subset). Default: up to 6 "
+                                        "per run when the shards have labels, spaced to take at most 5% of the "
+                                        "wall time; 0: off."),
         resume: bool = typer.Option(None, "--resume", help="Continue the run in --out from its latest checkpoint."),
         gpus: int = typer.Option(0, "--gpus", help="Local GPU processes (NCCL)."),
         procs: int = typer.Option(0, "--procs", help="Local CPU processes (gloo)."),

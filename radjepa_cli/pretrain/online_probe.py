@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 KNN_K = 20
+BUDGET = 0.05   # default mode: read-outs take at most this fraction of the wall time (issue 15)
 # GCV searches this grid (relative to the mean squared singular value, so it is scale-free after standardising).
 RIDGE_GRID = np.logspace(-4, 3, 29)
 
@@ -140,23 +142,40 @@ def readout(x_tr: np.ndarray, y_tr: np.ndarray, k_tr: np.ndarray, x_va: np.ndarr
 
 
 class OnlineProbe:
-    """Rank 0's read-out during pretraining; built by `build` (None when off)."""
+    """Rank 0's read-out during pretraining; built by `build` (None when off).
 
-    def __init__(self, every: int, train: Subset, val: Subset, names: list[str], mean: float, std: float):
+    With an explicit `--probe-every N` the read-outs fall exactly on multiples of N (and the last step). In the
+    default (budget) mode the interval starts at about a sixth of the run and is stretched after each read-out so
+    that read-outs take at most `budget` of the wall time: a read-out costs a few training steps, which a short
+    run cannot afford six times."""
+
+    def __init__(self, every: int, train: Subset, val: Subset, names: list[str], mean: float, std: float,
+                 budget: float | None = None):
         self.every, self.train, self.val, self.names = every, train, val, names
-        self.mean, self.std = mean, std
+        self.mean, self.std, self.budget = mean, std, budget
         self.seconds = 0.0      # total wall time spent in read-outs (reported against the run's wall time)
+        self.next = every
+        self._t_mark, self._step_mark = time.perf_counter(), 0
 
     def due(self, step: int, total: int) -> bool:
-        return step % self.every == 0 or step == total
+        if self.budget is None:
+            return step % self.every == 0 or step == total
+        return step >= self.next or step == total
 
     def run(self, target_encoder: torch.nn.Module, step: int) -> dict[str, float]:
         t0 = time.perf_counter()
         x_tr = embed(target_encoder, self.train.images, self.mean, self.std)
         x_va = embed(target_encoder, self.val.images, self.mean, self.std)
         rec = readout(x_tr, self.train.labels, self.train.known, x_va, self.val.labels, self.val.known, self.names)
-        dt = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        dt = t1 - t0
         self.seconds += dt
+        if self.budget is not None:
+            # training seconds per step since the previous read-out (this read-out excluded)
+            step_s = (t0 - self._t_mark) / max(step - self._step_mark, 1)
+            gap = math.ceil(dt / (self.budget * max(step_s, 1e-9)))
+            self.next = step + max(self.every, gap)
+            self._t_mark, self._step_mark = t1, step
         return {"step": step, **rec, "probe_seconds": round(dt, 3), "probe_seconds_total": round(self.seconds, 3)}
 
 
@@ -181,7 +200,9 @@ def build(cfg, total: int, mean: float, std: float) -> OnlineProbe | None:
     size = cfg.image_size
     train = load_subset(cfg.shards, cfg.split, getattr(cfg, "probe_train", 512), size, names)
     val = load_subset(cfg.shards, val_split, getattr(cfg, "probe_val", 256), size, names)
-    return OnlineProbe(every or default_every(total), train, val, names, mean, std)
+    if every:
+        return OnlineProbe(every, train, val, names, mean, std)
+    return OnlineProbe(default_every(total), train, val, names, mean, std, budget=BUDGET)
 
 
 def offline_readout(encoder_spec: str, shards: str | Path, *, split: str = "train", n_train: int = 512,

@@ -73,7 +73,7 @@ class PretrainConfig:
     milestone_every: int = 0               # step_XXXXXXX.pt (0: only the final one)
     keep_milestones: int = 0               # 0: keep all
     tensorboard: bool = True
-    probe_every: int | None = None         # [online probe, issue 15] None: ~6 read-outs if labelled; 0: off
+    probe_every: int | None = None         # [online probe, issue 15] None: ≤6, ≤5% of wall, if labelled; 0: off
     probe_train: int = 512                 # [online probe, issue 15] subset sizes (pretrain/online_probe.py)
     probe_val: int = 256
     resume: bool = False
