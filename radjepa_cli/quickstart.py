@@ -43,7 +43,8 @@ class QuickstartConfig:
     ema_start: float = 0.99       # short runs need a faster-moving target than I-JEPA's 0.996
     reg_var: float = 1.0          # VICReg variance/covariance on pooled context embeddings: without them a short
     reg_cov: float = 0.04         # run settles on position-only features (RankMe < 25% of the width)
-    probe_seeds: int = 5
+    probe_seeds: int = 3          # 5 → 3 pays for the online probe and the attentive-head probe (issue 15)
+    attentive_queries: int = 4    # the attentive probe on the pretrained encoder (probe-radjepa-attentive)
     probe_epochs: int = 200
     probe_lr: float = 1e-3        # the paper's 5e-5 is for 15k images; with ~1.5k the head barely moves
     segment_epochs: int = 6
@@ -88,11 +89,15 @@ def build_steps(cfg: QuickstartConfig) -> list[Step]:
               "--batch-size", str(cfg.batch_size),
               "--seed", str(cfg.seed)], run / "COMPLETE", resume_args=["--resume"]),
     ]
-    for name, enc in encoders.items():
-        steps.append(Step(f"probe-{name}", f"Linear probe on frozen features: {name}",
+    # the pretrained encoder beside its baselines (random-init twin, raw pixels), linear head; then the attentive
+    # head on the pretrained encoder (the pretrain step's online probe gives the curve over training)
+    probes = [(name, enc, "linear") for name, enc in encoders.items()] + [("radjepa-attentive", str(run), "attentive")]
+    for name, enc, head in probes:
+        attentive = ["--head", "attentive", "--queries", str(cfg.attentive_queries)] if head == "attentive" else []
+        steps.append(Step(f"probe-{name}", f"{head.capitalize()} probe on frozen features: {name}",
                           ["probe", str(shards), "--encoder", enc, "--labels", "phantom", "--seeds",
                            str(cfg.probe_seeds), "--epochs", str(cfg.probe_epochs), "--lr", str(cfg.probe_lr), *size,
-                           "--out", str(out / f"probe-{name}")], out / f"probe-{name}" / "results.json"))
+                           *attentive, "--out", str(out / f"probe-{name}")], out / f"probe-{name}" / "results.json"))
     steps += [
         Step("segment", "Lung segmentation, UPerNet decoder on the frozen encoder",
              ["segment", str(shards), "--encoder", str(run), "--decoder", "upernet", "--task", "lungs",

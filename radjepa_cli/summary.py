@@ -38,7 +38,8 @@ def key_numbers(out: Path) -> list[tuple[str, str]]:
         r = _load(p)
         if r and "aggregate" in r:
             a = r["aggregate"]
-            rows.append((f"probe macro-AUPRC · {p.parent.name.removeprefix('probe-')}",
+            who = f"{p.parent.name.removeprefix('probe-')} ({r.get('head', 'linear')} head)"
+            rows.append((f"probe macro-AUPRC · {who}",
                          f"{100 * a['auprc_mean']:.1f} ± {100 * a['auprc_std']:.1f} (AUROC {100 * a['auroc_mean']:.1f})"))
     for p in sorted(out.glob("segment-*/results.json")):
         r = _load(p)
@@ -46,6 +47,8 @@ def key_numbers(out: Path) -> list[tuple[str, str]]:
             per = ", ".join(f"{k} {100 * v['dice_mean']:.1f}" for k, v in r.get("per_structure", {}).items())
             rows.append((f"Dice · {r.get('decoder')} · {r.get('task')}",
                          f"{100 * r['mean_dice']['mean']:.1f} ± {100 * r['mean_dice']['std']:.1f} ({per})"))
+    rows += online_probe_rows(out / "pretrain")
+    rows += ceiling_rows()
     r = _load(out / "evaluate" / "reports" / "results.json")
     if r:
         for name, m in (r.get("metrics") or {}).items():
@@ -57,6 +60,43 @@ def key_numbers(out: Path) -> list[tuple[str, str]]:
             else:
                 rows.append((label, f"{m['median']:.3g} [{m['ci_low']:.3g}, {m['ci_high']:.3g}] (median, 95% CI)"))
     return rows
+
+
+def online_probe_rows(run: Path) -> list[tuple[str, str]]:
+    """The online probe's first and last read-outs and what they cost against the run's wall time."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    recs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    probe = [r for r in recs if r.get("kind") == "probe" and r.get("probe_ridge_auprc") is not None]
+    if not probe:
+        return []
+    first, last = probe[0], probe[-1]
+    rows = [("online probe (ridge, val) macro-AUPRC, first → last read-out",
+             f"{100 * first['probe_ridge_auprc']:.1f} (step {first['step']}) → {100 * last['probe_ridge_auprc']:.1f} "
+             f"(step {last['step']}); kNN {100 * first['probe_knn_auprc']:.1f} → "
+             f"{100 * last['probe_knn_auprc']:.1f}")]
+    done = _load(run / "COMPLETE") or {}
+    if done.get("wall_s"):
+        spent = last.get("probe_seconds_total", 0.0)
+        rows.append(("online probe cost", f"{spent:.1f} s of {done['wall_s']:.0f} s pretraining wall time "
+                                          f"({100 * spent / done['wall_s']:.1f}%, {len(probe)} read-outs)"))
+    return rows
+
+
+# A measured reference, not rerun by the quickstart: the same ViT trained *with* the labels (see RESULTS.md).
+CEILING = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "supervised_ceiling_phantom5k.json"
+
+
+def ceiling_rows() -> list[tuple[str, str]]:
+    r = _load(CEILING)
+    if not r or r.get("macro_auprc") is None:
+        return []   # an installed package without the source tree's benchmarks/
+    arch = r.get("architecture", {})
+    return [("supervised ceiling (measured once, not rerun)",
+             f"{100 * r['macro_auprc']:.1f} macro-AUPRC: {arch.get('model')} depth {arch.get('depth')} at "
+             f"{arch.get('image_size')} px trained on the labels for {r.get('train_seconds', 0):.0f} s on 5,000 "
+             f"phantoms (benchmarks/results/{CEILING.name})")]
 
 
 def probe_chart(out: Path) -> Path | None:
@@ -89,7 +129,9 @@ def plot_pretrain_curves(run: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     rank = [(r["step"], r["rankme"]) for r in rows if r.get("rankme") is not None]
-    fig, ax = plt.subplots(1, 2 if rank else 1, figsize=(9 if rank else 5, 3.2), squeeze=False)
+    probe = [r for r in rows if r.get("kind") == "probe" and r.get("probe_ridge_auprc") is not None]
+    panels = 1 + bool(rank) + bool(probe)
+    fig, ax = plt.subplots(1, panels, figsize=(4.5 * panels, 3.2), squeeze=False)
     ax[0, 0].plot(*zip(*loss), label="total")
     pred = [(r["step"], r["loss_pred"]) for r in rows if r.get("loss_pred") is not None]
     if pred:  # logged when --reg-var/--reg-cov add terms: show the prediction term on its own too
@@ -99,6 +141,14 @@ def plot_pretrain_curves(run: Path) -> Path | None:
     if rank:
         ax[0, 1].plot(*zip(*rank), marker="o")
         ax[0, 1].set(xlabel="optimizer step", ylabel="RankMe", title="effective rank of target features")
+    if probe:  # pretrain/online_probe.py's read-outs of the target encoder, beside the loss
+        a = ax[0, panels - 1]
+        for key, name in (("probe_ridge_auprc", "ridge (GCV)"), ("probe_knn_auprc", "kNN (k=20)")):
+            pts = [(r["step"], 100 * r[key]) for r in probe if r.get(key) is not None]
+            if pts:
+                a.plot(*zip(*pts), marker="o", label=name)
+        a.legend(fontsize=8)
+        a.set(xlabel="optimizer step", ylabel="val macro-AUPRC (%)", title="online probe of the target encoder")
     fig.tight_layout()
     png = run / "loss_curve.png"
     fig.savefig(png, dpi=110)

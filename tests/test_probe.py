@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from _downstream_shards import write_phantom_shards
+from radjepa_cli.data.labels import resolve_label_set
 from radjepa_cli.downstream.probe import ProbeConfig, class_metrics, masked_bce, run_probe, train_head
 
 
@@ -60,8 +61,10 @@ def test_probe_end_to_end_schema(shards, tmp_path):
         assert all(0 <= c[k] <= 1 for k in ("auprc_mean", "auprc_std", "auroc_mean", "auroc_std")) and c["n_pos"] > 0
     agg = r["aggregate"]
     assert agg["auprc_mean"] == pytest.approx(np.mean([s["aggregate_auprc"] for s in r["per_seed"]]))
-    assert set(r["labels"]) | set(r["skipped_labels"]) == set(r["config"]["labels"].split(",")) or \
-        r["config"]["labels"] == "phantom"
+    # every label of the set is either evaluated or reported as skipped, never silently dropped
+    assert r["config"]["labels"] == "phantom"
+    assert set(r["labels"]) | set(r["skipped_labels"]) == set(resolve_label_set("phantom"))
+    assert not set(r["labels"]) & set(r["skipped_labels"])
     assert (out / "pr_curves.png").stat().st_size > 1000 and (out / "config.json").is_file()
     # the second run reads the cache
     r2 = run_probe(_cfg(shards=str(shards), encoder="pixels:16", out=str(tmp_path / "p2"), seeds=1, epochs=1,

@@ -2,6 +2,9 @@
 links the plots. (The full-size quickstart is `make demo`.)"""
 import json
 
+import numpy as np
+import pytest
+
 from radjepa_cli.quickstart import QuickstartConfig, run_quickstart
 
 
@@ -15,7 +18,15 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     assert all(s["status"] == "done" for s in state["steps"].values()), state
     for enc in ("radjepa", "random", "pixels"):
         res = json.loads((out / f"probe-{enc}" / "results.json").read_text())
-        assert 0.0 <= res["aggregate"]["auprc_mean"] <= 1.0
+        # the table's figure is the mean over seeds of each seed's mean over the evaluated labels
+        per_seed = [np.mean([s["per_class"][n]["auprc"] for n in res["labels"]]) for s in res["per_seed"]]
+        assert res["aggregate"]["auprc_mean"] == pytest.approx(np.mean(per_seed))
+        assert len(res["per_seed"]) == cfg.probe_seeds and res["labels"]
+    assert json.loads((out / "probe-radjepa-attentive" / "results.json").read_text())["head"] == "attentive"
+    # the online probe read the target encoder during pretraining, and the summary shows its curve and cost
+    rows = [json.loads(x) for x in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    probes = [r for r in rows if r.get("kind") == "probe"]
+    assert probes and probes[-1]["step"] == cfg.pretrain_steps and "probe_ridge_auprc" in probes[-1]
     assert json.loads((out / "segment-upernet-lungs" / "results.json").read_text())["task"] == "lungs"
     for kind, run, key in (("probe", "probe-radjepa", "aggregate"), ("segment", "segment-upernet-lungs", "mean_dice")):
         done = json.loads((out / "predict" / kind / "predict.json").read_text())
@@ -27,6 +38,8 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     assert len(rg1) == 1 and rg1[0]["generated"].strip()
     page = (out / "summary.html").read_text()
     assert "probe macro-AUPRC" in page and ".png" in page
+    assert "online probe (ridge, val) macro-AUPRC" in page and "online probe cost" in page
+    assert "supervised ceiling (measured once, not rerun)" in page
     assert page.index("probe_auprc_comparison.png") < page.index("probe-pixels/pr_curves.png")
     assert "predict/segment/overlays/RG1_UNCR.png" in page
     # A rerun finds every step done and redoes nothing.

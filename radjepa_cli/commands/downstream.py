@@ -64,6 +64,11 @@ def register(app: typer.Typer) -> None:
         kernels: str = kernels_option(),  # applied by its callback (radjepa_cli/commands/kernels_flag.py)
         trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                                help="Allow radjepa-release: to run the Python code in its directory."),
+        head: str = typer.Option("linear", "--head", help="linear (the paper's, on average-pooled features) | "
+                                 "attentive (learnable queries attending over the frozen patch tokens, then linear)."),
+        queries: int = typer.Option(4, "--queries", help="Attentive head: number of learnable queries."),
+        baselines: bool = typer.Option(False, "--baselines", help="Also probe the random-init twin of the encoder "
+                                       "and raw 32×32 pixels, same settings, into OUT/baselines/ (labelled rows)."),
     ):
         from rich.console import Console
         from rich.table import Table
@@ -75,12 +80,16 @@ def register(app: typer.Typer) -> None:
                           epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, augment=augment,
                           uncertain=uncertain, image_size=image_size, standardize=not no_standardize,
                           cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache, device=device,
-                          trust_remote_code=trust_remote_code)
+                          trust_remote_code=trust_remote_code, head=head, queries=queries)
         try:
             r = run_probe(cfg)
+            if baselines:
+                from radjepa_cli.downstream.probe_baselines import run_baselines
+                rows = {encoder: r, **{f"{k} (baseline)": v for k, v in run_baselines(cfg).items()}}
         except (ValueError, FileNotFoundError, KeyError, PermissionError, IndexError) as e:
             _fail(console, e)
-        table = Table(title=f"probe · {encoder} · {r['dataset']} ({r['n_train']} train / {r['n_test']} test, "
+        table = Table(title=f"probe · {head} head · {encoder} · {r['dataset']} "
+                            f"({r['n_train']} train / {r['n_test']} test, "
                             f"{len(r['seeds'])} seeds)")
         for col in ("label", "n_pos", "AUPRC %", "AUROC %"):
             table.add_column(col, justify="left" if col == "label" else "right")
@@ -95,6 +104,14 @@ def register(app: typer.Typer) -> None:
         if r["skipped_labels"]:
             console.print(f"[yellow]not scored (one outcome only in the test split):[/yellow] "
                           f"{', '.join(r['skipped_labels'])}")
+        if baselines:
+            summary = Table(title=f"macro-AUPRC % · {head} head · the encoder beside its baselines")
+            for col in ("encoder", "AUPRC %", "AUROC %"):
+                summary.add_column(col)
+            for name, res in rows.items():
+                a = res["aggregate"]
+                summary.add_row(name, _fmt(a["auprc_mean"], a["auprc_std"]), _fmt(a["auroc_mean"], a["auroc_std"]))
+            Console().print(summary)
         console.print(f"results: {out / 'results.json'}  curves: {out / 'pr_curves.png'}  "
                       f"features {'from cache' if r['timing_s']['features_from_cache'] else 'computed'} "
                       f"({r['timing_s']['features']:.1f} s), heads {r['timing_s']['fit_and_score']:.1f} s")

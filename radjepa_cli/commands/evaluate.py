@@ -75,6 +75,10 @@ def table_cmd(
     green_dir: Optional[Path] = _GR,
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Write Figure-5/6 style PNGs (report tables); "
                                                                        "the per-finding AUPRC chart (table 6)."),
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Report tables: a 'random other report' "
+                                   "and a 'most frequent report' row under each of ours (same references, bootstrap)."),
+    iu_xray: bool = typer.Option(False, "--iu-xray", help="Report tables: also the two baselines on the real IU-Xray "
+                                 "findings (torchxrayvision's NLMCXR_reports.tgz, installed by `make install`)."),
 ):
     """Lay out one of the paper's tables from our outputs (JSON + Markdown + CSV + LaTeX, and figures)."""
     from radjepa_cli.evaluate.render import to_rich, write_table
@@ -82,7 +86,8 @@ def table_cmd(
 
     cfg = TableConfig(number, tuple(str(p) for p in inputs or ()), str(runs), compare_paper,
                       str(out) if out else None, bootstrap, seed, uncertain_as,
-                      *(str(p) if p else None for p in (radgraph_dir, chexbert_dir, green_dir)))
+                      *(str(p) if p else None for p in (radgraph_dir, chexbert_dir, green_dir)),
+                      baselines=baselines, iu_xray=iu_xray)
     out_dir = Path(out) if out else Path(runs) / "evaluate" / f"table{number}"
     try:
         protocol = None

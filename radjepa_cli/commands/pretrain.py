@@ -64,6 +64,10 @@ def register(app: typer.Typer) -> None:
         milestone_every: int = typer.Option(None, "--milestone-every", help="Steps between kept milestones."),
         log_every: int = typer.Option(None, "--log-every", help="Steps between metrics.jsonl lines."),
         monitor_every: int = typer.Option(None, "--monitor-every", help="Steps between collapse measurements."),
+        probe_every: int = typer.Option(None, "--probe-every", help="Steps between online-probe read-outs of the "
+                                        "target encoder (ridge + kNN on a fixed labelled subset). Default: up to 6 "
+                                        "per run when the shards have labels, spaced to take at most 5% of the "
+                                        "wall time; 0: off."),
         resume: bool = typer.Option(None, "--resume", help="Continue the run in --out from its latest checkpoint."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA when it works, CPU on a machine without "
                                    "an NVIDIA GPU; a GPU whose CUDA fails is an error) | cuda (error if unusable) | "
@@ -100,7 +104,7 @@ def register(app: typer.Typer) -> None:
             crop_scale=_pair(crop_scale, "--crop-scale"), patch_size=patch_size, pred_depth=pred_depth,
             pred_dim=pred_dim, init=init, init_from=str(init_from) if init_from else None,
             kernels=kernels, seed=seed, num_workers=num_workers, threads=threads, ckpt_every=ckpt_every,
-            milestone_every=milestone_every, log_every=log_every, monitor_every=monitor_every, resume=resume,
+            milestone_every=milestone_every, log_every=log_every, monitor_every=monitor_every, probe_every=probe_every, resume=resume,
             masks=masks or None)
         try:
             cfg = resolve_config(config, overrides)

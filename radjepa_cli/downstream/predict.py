@@ -68,20 +68,22 @@ class _Run:
         self.names = self.model.outputs
         self.thresholds = np.array([rec["thresholds"][n]["threshold"] for n in self.names], np.float64)
         self.layers = tuple(rec["head"].get("layers") or ())
+        self.tokens = rec["head"].get("features") == "tokens"   # the attentive probe reads patch tokens
 
     # ---- features and heads -------------------------------------------------------------------------------------
     def feature_spec(self):
         from radjepa_cli.models.features import FeatureSpec
         size = int(self.model.record["input"]["image_size"])
         if self.model.task == "probe":
-            return FeatureSpec(image_size=size)
+            return FeatureSpec(image_size=size, tokens=self.tokens)
         return FeatureSpec(image_size=size, layers=self.layers, mask_names=tuple(self.names))
 
     @torch.no_grad()
     def features(self, images: torch.Tensor):
         """As compute_features stores them (fp16) and probe / segment read them (.float())."""
         if self.model.task == "probe":
-            return self.encoder(images).pooled.float().cpu().half().float()
+            out = self.encoder(images)
+            return (out.patch_tokens if self.tokens else out.pooled).float().cpu().half().float()
         return [t.float().cpu().half() for t in self.encoder.intermediate(images, self.layers)]
 
     def outputs(self, feats, seed: int, size: int | None = None) -> np.ndarray:
@@ -140,7 +142,7 @@ def _predict_shards(run: _Run, shards: Path, skipped: list[dict]) -> dict | None
                           use_cache=run.cfg.use_cache, batch_size=run.cfg.batch_size, progress=run.cfg.progress)
     sources = [f"{shards}#{k}" for k in fs.keys]
     if run.model.task == "probe":
-        probs = run.outputs(fs.pooled.float(), run.seed)
+        probs = run.outputs(_probe_input(run, fs), run.seed)
         _add_probe_rows(run, fs.keys, sources, probs, [m.get("labels") or {} for m in fs.meta])
         return _probe_metrics(run, shards, split, fs)
     feats = fs.layers(spec.layers)
@@ -160,12 +162,16 @@ def _shard_images(shards: Path, split: str | None, size: int) -> dict[str, np.nd
     return {k: img[0].numpy() for k, img in zip(batch["key"], batch["image"])}
 
 
+def _probe_input(run: _Run, fs) -> torch.Tensor:
+    return (fs.tokens if run.tokens else fs.pooled).float()
+
+
 def _probe_metrics(run: _Run, shards: Path, split, fs) -> dict | None:
     from radjepa_cli.downstream.probe import label_matrix, seed_metrics, summarize_seeds
     values, known = label_matrix(fs.meta, run.names, run.model.record.get("uncertain", "mask"))
     if not known.any():
         return None
-    x = fs.pooled.float()
+    x = _probe_input(run, fs)
     per_seed = [seed_metrics(s, run.outputs(x, s), values.numpy(), known.numpy(), run.names)
                 for s in sorted(run.model.heads)]
     evaluated, per_class, aggregate = summarize_seeds(per_seed, run.names)

@@ -33,6 +33,8 @@ class ProbeConfig:
     shards: str
     encoder: str
     out: str
+    head: str = "linear"  # linear (the paper's, on pooled features) | attentive (queries over patch tokens)
+    queries: int = 4  # attentive head: learnable queries (downstream/attentive.py)
     labels: str = "phantom"  # a label-set name (vindr6, rsna, chexpert14, nih14, phantom) or comma-separated names
     seeds: int = 5
     epochs: int = 100
@@ -87,8 +89,11 @@ def class_metrics(scores: np.ndarray, values: np.ndarray, known: np.ndarray, nam
 
 
 class Standardizer(nn.Module):
+    """Per-channel z-score with the training features' statistics; patch tokens [N, T, D] share one per channel."""
+
     def __init__(self, x: torch.Tensor | None, dim: int, enabled: bool):
         super().__init__()
+        x = x.reshape(-1, dim) if x is not None else None
         mean = x.mean(0) if (x is not None and enabled) else torch.zeros(dim)
         std = x.std(0).clamp_min(1e-6) if (x is not None and enabled) else torch.ones(dim)
         self.register_buffer("mean", mean)
@@ -117,7 +122,8 @@ def train_head(x: torch.Tensor, y: torch.Tensor, known: torch.Tensor, cfg: Probe
 def _train_head(x, y, known, cfg: ProbeConfig, seed: int, device: torch.device, feature_fn) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    head = nn.Sequential(Standardizer(x, x.shape[1], cfg.standardize), nn.Linear(x.shape[1], y.shape[1])).to(device)
+    head = nn.Sequential(Standardizer(x, x.shape[-1], cfg.standardize), make_head(cfg, x.shape[-1], y.shape[1]))
+    head = head.to(device)
     opt = torch.optim.AdamW(head[1].parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
     total, step = cfg.epochs * steps_per_epoch, 0
@@ -135,6 +141,16 @@ def _train_head(x, y, known, cfg: ProbeConfig, seed: int, device: torch.device, 
             opt.step()
             step += 1
     return head.eval()
+
+
+def make_head(cfg: ProbeConfig, in_dim: int, n_out: int) -> nn.Module:
+    from radjepa_cli.downstream.saved import build_probe_head
+    return build_probe_head(cfg.head, in_dim, n_out, head_config(cfg))
+
+
+def head_config(cfg: ProbeConfig) -> dict:
+    """The head's constructor options beyond (in_dim, n_out), as model.json records them."""
+    return {"queries": cfg.queries} if cfg.head == "attentive" else {}
 
 
 def _summary(values: list[float | None]) -> tuple[float | None, float | None]:
@@ -183,7 +199,12 @@ def run_probe(cfg: ProbeConfig, console=None) -> dict:
 
     out, device, encoder = start_run(cfg)
     names = resolve_label_set(cfg.labels)
-    spec = FeatureSpec(image_size=cfg.image_size or encoder.image_size)
+    if cfg.head not in ("linear", "attentive"):
+        raise ValueError(f"--head must be linear or attentive, not {cfg.head!r}")
+    if cfg.head == "attentive" and cfg.augment:
+        raise ValueError("--augment recomputes pooled features every epoch; it is not available with --head attentive")
+    tokens = cfg.head == "attentive"   # fp16 patch tokens in the cache: [N, T, D]
+    spec = FeatureSpec(image_size=cfg.image_size or encoder.image_size, tokens=tokens)
     select = cfg.val_split if has_split(cfg.shards, cfg.val_split) else cfg.train_split
     t0 = time.perf_counter()
     feats = {split: extract_features(encoder, cfg.shards, split, spec, cache_dir=cfg.cache_dir,
@@ -193,7 +214,7 @@ def run_probe(cfg: ProbeConfig, console=None) -> dict:
     feature_s = time.perf_counter() - t0
     train, test, sel = feats[cfg.train_split], feats[cfg.eval_split], feats[select]
     _check_disjoint_patients(train.meta, test.meta, cfg)
-    x_tr, x_te, x_sel = train.pooled.float(), test.pooled.float(), sel.pooled.float()
+    x_tr, x_te, x_sel = ((f.tokens if tokens else f.pooled).float() for f in (train, test, sel))
     y_tr, k_tr = label_matrix(train.meta, names, cfg.uncertain)
     y_te, k_te = label_matrix(test.meta, names, cfg.uncertain)
     y_sel, k_sel = (t.numpy() for t in label_matrix(sel.meta, names, cfg.uncertain))
@@ -218,7 +239,7 @@ def run_probe(cfg: ProbeConfig, console=None) -> dict:
         raise ValueError(f"no label of {list(names)} has both outcomes in the {cfg.eval_split} split of {cfg.shards}")
     datasets = Counter(m.get("dataset", "") for m in test.meta)
     results = {
-        "kind": "probe", "encoder": cfg.encoder, "label_set": cfg.labels, "labels": evaluated,
+        "kind": "probe", "encoder": cfg.encoder, "head": cfg.head, "label_set": cfg.labels, "labels": evaluated,
         "dataset": "+".join(sorted(datasets)),
         "seeds": list(range(cfg.seeds)), "per_class": per_class,
         "aggregate": aggregate,
@@ -254,8 +275,10 @@ def _write_probe_model(cfg: ProbeConfig, out: Path, encoder, spec, names, evalua
     write_model_json(out, {
         "task": "probe", "encoder": encoder_reference(encoder, cfg.encoder),
         "input": input_record(cfg.shards, cfg.train_split, spec.image_size),
-        "head": {"kind": "linear", "config": {"in_dim": int(encoder.pooled_dim), "n_out": len(names)},
-                 "features": "pooled", "standardize": cfg.standardize},
+        "head": {"kind": cfg.head, "config": {"in_dim": int(encoder.embed_dim if cfg.head == "attentive"
+                                                           else encoder.pooled_dim), "n_out": len(names),
+                                              **head_config(cfg)},
+                 "features": "tokens" if cfg.head == "attentive" else "pooled", "standardize": cfg.standardize},
         "labels": list(names), "label_set": cfg.labels, "uncertain": cfg.uncertain, "evaluated_labels": evaluated,
         "thresholds": decision_thresholds(y_sel, sel_scores[best], k_sel, names, select),
         "seeds": saved, "best_seed": best, "best_seed_by": f"macro-AUPRC on the {select} split",

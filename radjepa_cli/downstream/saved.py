@@ -56,9 +56,20 @@ def _linear_probe(in_dim: int, n_out: int) -> nn.Module:
     return nn.Linear(in_dim, n_out)
 
 
-# Probe head kinds → constructor(in_dim, n_out, **config). A later head factory (e.g. an attentive probe) extends
-# this table; the saved record already carries its kind, config and the features it reads.
-PROBE_HEADS = {"linear": _linear_probe}
+def _attentive_probe(in_dim: int, n_out: int, queries: int = 4) -> nn.Module:
+    from radjepa_cli.downstream.attentive import AttentivePoolHead
+    return AttentivePoolHead(in_dim, n_out, queries)
+
+
+# Probe head kinds → constructor(in_dim, n_out, **config); the saved record carries kind, config and the features
+# it reads ("pooled" [N, D] for linear, "tokens" [N, T, D] for attentive).
+PROBE_HEADS = {"linear": _linear_probe, "attentive": _attentive_probe}
+
+
+def build_probe_head(kind: str, in_dim: int, n_out: int, config: dict) -> nn.Module:
+    if kind not in PROBE_HEADS:
+        raise ValueError(f"unknown probe head kind {kind!r}; this version knows {', '.join(PROBE_HEADS)}")
+    return PROBE_HEADS[kind](in_dim, n_out, **config)
 
 
 def build_head(task: str, head: dict) -> nn.Module:
@@ -66,10 +77,8 @@ def build_head(task: str, head: dict) -> nn.Module:
     kind, cfg = head["kind"], dict(head.get("config") or {})
     if task == "probe":
         from radjepa_cli.downstream.probe import Standardizer
-        if kind not in PROBE_HEADS:
-            raise ValueError(f"unknown probe head kind {kind!r}; this version knows {', '.join(PROBE_HEADS)}")
         in_dim, n_out = int(cfg.pop("in_dim")), int(cfg.pop("n_out"))
-        return nn.Sequential(Standardizer(None, in_dim, False), PROBE_HEADS[kind](in_dim, n_out, **cfg))
+        return nn.Sequential(Standardizer(None, in_dim, False), build_probe_head(kind, in_dim, n_out, cfg))
     if task == "segment":
         from radjepa_cli.downstream.decoders import build_decoder
         return build_decoder(kind, int(cfg["in_dim"]), int(cfg["n_out"]), int(cfg.get("channels", 256)))

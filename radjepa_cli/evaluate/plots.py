@@ -12,7 +12,8 @@ from ..io import atomic_write_bytes
 from . import paper as pp
 
 METRICS = (("rougeL", "ROUGE-L"), ("bleu4", "BLEU-4"), ("rger", "RGER"), ("f1_14_macro", "Macro-F1-14"))
-FAMILY_COLOURS = {"image-text": "tab:blue", "image-only": "tab:green", "jepa": "tab:purple", "ours": "tab:red"}
+FAMILY_COLOURS = {"image-text": "tab:blue", "image-only": "tab:green", "jepa": "tab:purple", "ours": "tab:red",
+                  "baseline": "tab:gray"}
 
 
 def _entries(groups: list[dict], paper_rows: list[dict]) -> list[dict]:
@@ -25,7 +26,9 @@ def _entries(groups: list[dict], paper_rows: list[dict]) -> list[dict]:
                     "params_m": info.get("params_m"),
                     **{m: (r[m]["median"], r[m]["ci_low"], r[m]["ci_high"]) for m, _ in METRICS}})
     for g in groups:
-        e = {"dataset": pp.paper_dataset(g["dataset"]), "name": f"ours: {g['encoder']}", "family": "ours", "params_m": None}
+        base = bool(g.get("baseline"))   # evaluate/baselines.py rows: named as such, drawn grey
+        e = {"dataset": pp.paper_dataset(g["dataset"]), "name": g["encoder"] if base else f"ours: {g['encoder']}",
+             "family": "baseline" if base else "ours", "params_m": None}
         for m, _ in METRICS:
             v = g["metrics"].get(m)
             if v is None:

@@ -26,7 +26,7 @@ class Table:
         self.sources.append(source)
 
 
-STYLE = {"paper": "", "ours": "bold cyan", "delta": "magenta", "missing": "yellow"}
+STYLE = {"paper": "", "ours": "bold cyan", "delta": "magenta", "missing": "yellow", "baseline": "dim"}
 
 
 def to_rich(t: Table):

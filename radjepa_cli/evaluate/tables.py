@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paper as pp
+from .baselines import baseline_groups, iu_xray_rows
 from .inputs import classify_inputs, discover, load_results
 from .render import Table
 
@@ -42,6 +43,8 @@ class TableConfig:
     radgraph_dir: str | None = None
     chexbert_dir: str | None = None
     green_dir: str | None = None
+    baselines: bool = True      # report tables: random-other / most-frequent rows under each of ours (baselines.py)
+    iu_xray: bool = False       # report tables: the baselines on the real IU-Xray findings (torchxrayvision data)
 
 
 # ---- cell formatting -------------------------------------------------------------------------------------------------
@@ -97,9 +100,38 @@ def scored_groups(paths: list[Path], cfg: TableConfig, defaults: dict[str, tuple
                 raise
             skipped.append(f"skipped {e}")
             continue
+        rcfg = ReportEvalConfig(str(p), cfg.bootstrap, cfg.seed, cfg.uncertain_as)
+        rows = _rows_by_group(p, enc, ds) if cfg.baselines else {}
         for g in res["groups"]:
             groups.append({**g, "source_file": str(p)})
+            key = (g["dataset"], g["encoder"], g["llm"])
+            if key in rows and len(rows[key][1]) >= 2:
+                groups += [{**b, "source_file": str(p)} for b in baseline_groups(rows[key][0], g, rows[key][1],
+                                                                                 rcfg)]
+    if cfg.iu_xray:
+        iu = iu_xray_rows()
+        rcfg = ReportEvalConfig("IU-Xray findings (torchxrayvision's NLMCXR_reports.tgz)", cfg.bootstrap, cfg.seed,
+                                cfg.uncertain_as)
+        groups += [{**b, "source_file": "torchxrayvision:data/NLMCXR_reports.tgz"}
+                   for b in baseline_groups(iu, {"dataset": iu[0]["dataset"], "encoder": "none", "llm": ""},
+                                            range(len(iu)), rcfg)]
     return groups
+
+
+def _rows_by_group(path: Path, encoder: str | None, dataset: str | None) -> dict[tuple, tuple[list, list[int]]]:
+    """{(dataset, encoder, llm): (rows, indices)} as evaluate_predictions groups them (same defaults)."""
+    from .inputs import load_predictions
+    from .reports import group_key
+
+    rows = load_predictions(str(path))
+    for r in rows:
+        r.setdefault("encoder", encoder or Path(path).resolve().parent.name)
+        if dataset:
+            r.setdefault("dataset", dataset)
+    out: dict[tuple, tuple[list, list[int]]] = {}
+    for i, r in enumerate(rows):
+        out.setdefault(group_key(r), (rows, []))[1].append(i)
+    return out
 
 
 def _reference_row(rows: list[dict], encoder: str, dataset: str, extra: dict | None = None) -> tuple[dict | None, str]:
@@ -146,6 +178,9 @@ def report_table(number: int, cfg: TableConfig, groups: list[dict]) -> Table:
     for g in groups:
         ds = pp.paper_dataset(g["dataset"])
         lead_cells = [ds, g["encoder"]] if number == 3 else [ds, g["llm"] or "—", g["encoder"]]
+        if g.get("baseline"):   # evaluate/baselines.py: same references, same bootstrap, no image seen
+            t.add(lead_cells + [f"baseline ({g['dataset']}, n={g['n']})"] + _metric_cells(g), "baseline")
+            continue
         t.add(lead_cells + [f"ours ({g['dataset']}, n={g['n']})"] + _metric_cells(g), "ours")
         if cfg.compare_paper:
             extra = {"vlm": g["llm"]} if number == 4 and g["llm"] in {r["vlm"] for r in paper["rows"]} else None
@@ -160,7 +195,10 @@ def report_table(number: int, cfg: TableConfig, groups: list[dict]) -> Table:
                "BLEU-4 = sacrebleu (13a, cased, corpus), ROUGE-L = rouge-score rougeL F1 mean, x100.",
                "Our Macro-F1-14 uses the rule-based chexpert-rules labeller (not CheXbert) unless --chexbert-dir "
                f"is given; uncertain counted as {cfg.uncertain_as}.",
-               "Phantom/synthetic rows show the pipeline works; they are not comparable with MIMIC-CXR/IU-Xray."]
+               "Phantom/synthetic rows show the pipeline works; they are not comparable with MIMIC-CXR/IU-Xray.",
+               "Baseline rows never see an image: each reference paired with a random other report of the same set "
+               "(seeded derangement), or the set's most frequent report for every image; same references and "
+               "bootstrap as the row above them."]
     t.data = {"paper": paper["rows"] if cfg.compare_paper else [], "ours": groups}
     return t
 
@@ -214,6 +252,13 @@ def _probe_rows(paths: list[Path]) -> list[dict]:
     return [load_results(p) for p in paths]
 
 
+def _probe_source(res: dict) -> tuple[str, str]:
+    """(Source cell's lead, row kind): `probe --baselines` results (random-init twin, raw pixels) are labelled."""
+    if res.get("baseline"):
+        return f"baseline: {res['baseline']}", "baseline"
+    return "ours", "ours"
+
+
 def probe_table(cfg: TableConfig, results: list[dict]) -> Table:
     paper = pp.paper_numbers()["table6"]
     cols = ["Encoder", "Source"] + [a for _, a in VINDR_COLS] + ["Agg.", "RSNA AUPRC", "RSNA AUC"]
@@ -235,8 +280,10 @@ def probe_table(cfg: TableConfig, results: list[dict]) -> Table:
         else:
             cells = vindr + [f"{100 * agg['auprc_mean']:.1f}", "—", "—"]
         ds = res.get("dataset", "?")
-        t.add([res["encoder"], f"ours ({ds}; labels {res['label_set']}, {len(pc)} classes)"] + cells, "ours")
-        if cfg.compare_paper:
+        who, kind = _probe_source(res)
+        t.add([res["encoder"], f"{who} ({ds}; labels {res['label_set']}, {len(pc)} classes; "
+                               f"{res.get('head', 'linear')} head)"] + cells, kind)
+        if cfg.compare_paper and kind == "ours":
             ref, label = _reference_row(paper["rows"], res["encoder"], ds)
             if ref is not None:
                 if rsna:
@@ -268,8 +315,10 @@ def auroc_table(cfg: TableConfig, results: list[dict]) -> Table:
         cell = ms_cell(100 * agg["auroc_mean"], 100 * agg["auroc_std"], nd=2)
         col = "VinDr-CXR" if res["label_set"] == "vindr6" else "RSNA" if res["label_set"] == "rsna" else \
             res.get("dataset", "?")
-        t.add([res["encoder"], f"ours ({res.get('dataset', '?')}, labels {res['label_set']})",
-               *[cell if c == col else "—" for c in ["VinDr-CXR", "RSNA", *other]]], "ours")
+        who, kind = _probe_source(res)
+        t.add([res["encoder"], f"{who} ({res.get('dataset', '?')}, labels {res['label_set']}; "
+                               f"{res.get('head', 'linear')} head)",
+               *[cell if c == col else "—" for c in ["VinDr-CXR", "RSNA", *other]]], kind)
     if not results:
         t.add(["(none)", "ours: missing", HINT_PROBE, "—", *["—"] * len(other)], "missing")
     t.data = {"paper": paper["rows"] if cfg.compare_paper else [], "ours": results}

@@ -5,7 +5,8 @@ segmentation heads should not recompute them. An entry is keyed by sha256 of
 (encoder fingerprint = weights + preprocessing, the split's shard checksums from manifest.json, split,
 the loader transform and what is extracted); any change there is a different key, so stale entries are never
 read. Entries are fp16 safetensors (labels and masks travel with them, so a cached probe never decodes a PNG):
-  <cache>/<key[:2]>/<key>.safetensors     tensors: pooled [N, D] | layer{b} [N, D, h, w], masks [N, M, S, S] u8
+  <cache>/<key[:2]>/<key>.safetensors     tensors: pooled [N, D] | tokens [N, T, D] | layer{b} [N, D, h, w],
+                                           masks [N, M, S, S] u8
                                            metadata: keys, per-sample labels/dataset/split/patient, spec
 Default cache dir: $RADJEPA_CACHE, else ~/.cache/radjepa/features.
 """
@@ -33,10 +34,18 @@ class FeatureSpec:
     image_size: int  # the loader's eval transform: shorter side → S, centre crop S×S (then the encoder's own)
     layers: tuple[int, ...] = ()  # () = pooled embeddings; else these blocks' feature maps
     mask_names: tuple[str, ...] = ()  # segmentation targets stored beside the features
+    tokens: bool = False  # the final patch tokens [N, T, D] instead of pooled (the attentive probe's input)
 
     @property
     def kind(self) -> str:
-        return "layers" if self.layers else "pooled"
+        return "layers" if self.layers else "tokens" if self.tokens else "pooled"
+
+    def key_fields(self) -> dict:
+        # `tokens` joined the spec later: left out while False so earlier cache entries keep their keys
+        d = dataclasses.asdict(self)
+        if not d["tokens"]:
+            del d["tokens"]
+        return d
 
 
 @dataclasses.dataclass
@@ -53,6 +62,10 @@ class FeatureSet:
     @property
     def pooled(self) -> torch.Tensor:
         return self.tensors["pooled"]
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        return self.tensors["tokens"]
 
     def layers(self, layers: Sequence[int]) -> list[torch.Tensor]:
         return [self.tensors[f"layer{b}"] for b in layers]
@@ -82,7 +95,7 @@ def shards_fingerprint(shards: str | Path, split: str | None) -> str:
 
 
 def cache_key(encoder_fingerprint: str, shards_fp: str, split: str | None, spec: FeatureSpec) -> str:
-    blob = json.dumps([FEATURES_VERSION, encoder_fingerprint, shards_fp, split, dataclasses.asdict(spec)],
+    blob = json.dumps([FEATURES_VERSION, encoder_fingerprint, shards_fp, split, spec.key_fields()],
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -119,6 +132,8 @@ def compute_features(encoder, shards: str | Path, split: str | None, spec: Featu
             images = batch["image"] if images_fn is None else images_fn(batch)
             if spec.layers:
                 outs = {f"layer{b}": t for b, t in zip(spec.layers, encoder.intermediate(images, spec.layers))}
+            elif spec.tokens:
+                outs = {"tokens": encoder(images).patch_tokens}
             else:
                 outs = {"pooled": encoder(images).pooled}
             for k, v in outs.items():

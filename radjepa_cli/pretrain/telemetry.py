@@ -70,6 +70,20 @@ class Telemetry:
                                f"loss {record['loss']:.4f} lr {record['lr']:.2e} m {record['momentum']:.4f} "
                                f"{record['images_per_s']:.1f} img/s{extra}", highlight=False, soft_wrap=True)
 
+    def log_probe(self, record: dict[str, Any]) -> None:
+        """An online-probe read-out (pretrain/online_probe.py): its own metrics.jsonl line (`"kind": "probe"`, so
+        readers of the loss records can skip it), TensorBoard scalars under probe/, and a plain progress line."""
+        record = {"time": round(time.time() - self._t0, 3), "kind": "probe", **record}
+        self._jsonl.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for k, v in record.items():
+                if k.startswith("probe_") and isinstance(v, (int, float)) and math.isfinite(v):
+                    self._tb.add_scalar(f"probe/{k[len('probe_'):]}", v, record["step"])
+        figures = "  ".join(f"{k[len('probe_'):]} {record[k]:.3f}" for k in
+                            ("probe_ridge_auprc", "probe_ridge_auroc", "probe_knn_auprc") if k in record)
+        self.console.print(f"step {record['step']} online probe: {figures or 'no usable label'} "
+                           f"({record.get('probe_seconds', 0):.1f} s)", highlight=False, soft_wrap=True)
+
     def advance(self, step: int) -> None:
         self.progress.update(self.task, completed=step)
 

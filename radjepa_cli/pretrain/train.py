@@ -75,6 +75,9 @@ class PretrainConfig:
     milestone_every: int = 0               # step_XXXXXXX.pt (0: only the final one)
     keep_milestones: int = 0               # 0: keep all
     tensorboard: bool = True
+    probe_every: int | None = None         # [online probe, issue 15] None: ≤6, ≤5% of wall, if labelled; 0: off
+    probe_train: int = 512                 # [online probe, issue 15] subset sizes (pretrain/online_probe.py)
+    probe_val: int = 256
     resume: bool = False
 
     def validate(self) -> None:
@@ -416,6 +419,9 @@ def train(cfg: PretrainConfig, dist: DistInfo | None = None,
     model = _ddp_wrap(core, dist, device)
     steps = _stream(cfg, dist, device, core, loader_factory, ep, pos)
     monitor, mon_gen, tel = _monitors(cfg, run, ckpt, total, is_main)
+    from radjepa_cli.models.vit import DEFAULT_MEAN, DEFAULT_STD
+    from radjepa_cli.pretrain import online_probe
+    probe = online_probe.build(cfg, total, DEFAULT_MEAN, DEFAULT_STD) if is_main else None   # rank 0 read-outs
     imgs_per_step = cfg.batch_size * cfg.grad_accum * dist.world_size
     tally = _Tally(device)
     t_start = t_last = time.time()
@@ -435,7 +441,7 @@ def train(cfg: PretrainConfig, dist: DistInfo | None = None,
                 if not finite:
                     raise NonFiniteLossError(f"the loss became NaN/inf between steps {last_good_step} and {step}")
                 last_good_step, last_loss = step, mean_loss
-            # ---- MILESTONE HOOK (online probe etc.): per-milestone measurements go here, before the log/checkpoint
+            # per-milestone measurements: collapse monitor here, the online probe after the log line
             if is_main and step % cfg.monitor_every == 0 and core.last_target_tokens is not None:
                 last_mon = monitor.measure(core.last_target_tokens, generator=mon_gen)   # RankMe, target std
                 for w in monitor.check(last_mon):
@@ -450,6 +456,8 @@ def train(cfg: PretrainConfig, dist: DistInfo | None = None,
                 tally.reset()
             elif tel:
                 tel.advance(step)
+            if probe is not None and probe.due(step, total):   # rank 0; its time falls in the next interval
+                tel.log_probe(probe.run(core.target_encoder, step))
             if do_ckpt:
                 _save(run, core, opt, monitor, cfg, dist, step=step, ep=ep, pos=pos, total=total, loss=last_loss,
                       lr=sched.lr_at(max(step - 1, 0)),
