@@ -127,3 +127,16 @@ def test_verdict_names_the_first_lossy_step():
     assert verdict({**ok, "projector_probe_macro_f1": 0.5 * KEEP_SHARE * 0.9}).startswith("projector")
     assert verdict({**ok, "image_loss": {"relative_gap": MIN_RELATIVE_GAP / 2}}).startswith("language model")
     assert verdict({**ok, "report": {"macro_f1": 0.5 * KEEP_SHARE * 0.9}}).startswith("text")
+
+
+def test_quickstart_summary_shows_label_transfer(tmp_path):
+    import json
+
+    from radjepa_cli.summary import key_numbers
+
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "predictions.summary.json").write_text(json.dumps(
+        {"n": 60, "distinct_reports": 3, "report": {"macro_f1": 0.05}, "probe_macro_f1": 0.5, "label_transfer": 0.1}))
+    rows = dict(key_numbers(tmp_path))
+    value = rows["report label transfer (report F1 / probe F1)"]
+    assert value.startswith("0.10") and "probe 0.500" in value and "3/60 distinct" in value

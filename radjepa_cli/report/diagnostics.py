@@ -176,8 +176,8 @@ def diagnose(cfg: DiagnoseConfig, *, bundle: ReportBundle | None = None, progres
     out["label_transfer"] = transfer(out["report"]["macro_f1"], out["probe_macro_f1"])
     out["projector_transfer"] = transfer(out["report"]["macro_f1"], out["projector_probe_macro_f1"])
     out.update(generated=len(texts), distinct_reports=len(set(texts)), warning=distinct_warning(texts))
-    out["examples"] = [{"id": test.keys[i], "generated": t, "reference": test.findings[i]}
-                       for i, t in list(zip(idx, texts))[:3]]
+    out["predictions"] = [{"id": test.keys[i], "generated": t, "reference": test.findings[i],
+                           "reference_labels": test.labels[i]} for i, t in zip(idx, texts)]
     out["verdict"] = verdict(out)
     out["summary"] = summary_line(out)
     if cfg.out:
