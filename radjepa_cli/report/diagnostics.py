@@ -175,7 +175,7 @@ def diagnose(cfg: DiagnoseConfig, *, bundle: ReportBundle | None = None, progres
     out["report"] = report_f1(label_reports(texts), [test.labels[i] for i in idx], names)
     out["label_transfer"] = transfer(out["report"]["macro_f1"], out["probe_macro_f1"])
     out["projector_transfer"] = transfer(out["report"]["macro_f1"], out["projector_probe_macro_f1"])
-    out.update(generated=len(texts), distinct_reports=len(set(texts)), warning=distinct_warning(texts))
+    out.update(generated=len(texts), distinct_reports=len(set(texts)), warning=distinct_warning(texts, hint=False))
     out["predictions"] = [{"id": test.keys[i], "generated": t, "reference": test.findings[i],
                            "reference_labels": test.labels[i]} for i, t in zip(idx, texts)]
     out["verdict"] = verdict(out)

@@ -26,11 +26,12 @@ FLAT_MAX_DIM = 8192  # flattened tokens above this width are probed by their mea
 UNCERTAIN_AS = "positive"
 
 
-def distinct_warning(texts: Sequence[str]) -> str | None:
+def distinct_warning(texts: Sequence[str], hint: bool = True) -> str | None:
     n, k = len(texts), len(set(texts))
     if n >= MIN_IMAGES_FOR_WARNING and k < DISTINCT_FRACTION * n:
         return (f"the model wrote only {k} distinct reports for {n} images (< {DISTINCT_FRACTION:.0%}): it is "
-                f"probably ignoring the image; run `radjepa diagnose-report` to see where the signal is lost")
+                f"probably ignoring the image" +
+                ("; run `radjepa diagnose-report` to see where the signal is lost" if hint else ""))
     return None
 
 
