@@ -20,11 +20,14 @@ import argparse
 import collections
 import json
 import platform
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's radjepa_cli, not an installed one
 
 DEFAULT_ENCODERS = ("pixels:32", "random:vit_tiny:64/16")
 
