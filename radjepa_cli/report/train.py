@@ -4,6 +4,9 @@ Stage 1 trains the projector alone (LM frozen, LR 1e-3); stage 2 trains projecto
 r128/α256 at 2e-4). AdamW, cosine schedule with 3% warmup, bf16 autocast on GPU. The encoder is frozen, so its
 patch tokens are computed once into OUT/cache and every epoch of both stages reads them from there.
 `--gpus N` (NCCL) / `--procs N` (gloo, CPU) run N data-parallel processes over that cache.
+Each stage ends by logging the validation loss with real vs shuffled images ("image_gap"): ~0 means the LM ignores
+the image. Levers (off by default; none has won yet on CPU budgets, see benchmarks/results/report_levers_*.json):
+--aux-label-loss (label head on projector tokens), --keep-best (best-val weights per stage), --token-norm.
 """
 from __future__ import annotations
 
