@@ -203,3 +203,14 @@ def test_levers_aux_label_loss_and_keep_best(shards, tmp_path):
         assert gap["val_loss_real"] == pytest.approx(vals[-1], rel=1e-4) and "val_loss_shuffled" in gap
     with pytest.raises(ValueError, match="aux-label-loss"):
         ReportTrainConfig(shards="s", encoder="e", out="o", aux_label_loss=-1).validate()
+
+
+def test_summary_without_train_split_scores_reports_and_skips_probe(model_dir, shards, tmp_path):
+    only_test = tmp_path / "only_test"
+    only_test.mkdir()
+    shutil.copy(shards / "test-000000.tar", only_test / "test-000000.tar")
+    out = tmp_path / "p.jsonl"
+    res = generate_reports(GenerateConfig(inputs=[str(only_test)], model=str(model_dir), out=str(out),
+                                          max_new_tokens=6), show_progress=False)
+    assert "train" in res.summary["probe_skipped"] and res.summary["n"] == 4 and "probe" not in res.summary
+    assert json.loads(res.summary_path.read_text())["distinct_reports"] >= 1

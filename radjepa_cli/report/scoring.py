@@ -117,14 +117,18 @@ def summarize(rows: Sequence[dict], *, bundle=None, shards: str | None = None, s
         return out
     names = None
     if probe and bundle is not None and shards is not None:
-        train, val = split_cache(bundle, shards, "train", progress=progress), split_cache(bundle, shards, "val",
-                                                                                           progress=progress)
-        names = probe_label_names(train.labels, CHEXPERT_14)
-        test = split_cache(bundle, shards, split or "test", progress=progress)
-        where = {k: i for i, k in enumerate(test.keys)}
-        scored = [r for r in scored if r["id"] in where]
-        if names and scored:
-            out["probe"] = probe_scores(bundle, train, val, test, [where[r["id"]] for r in scored], names)
+        try:
+            train, val = split_cache(bundle, shards, "train", progress=progress), \
+                split_cache(bundle, shards, "val", progress=progress)
+            test = split_cache(bundle, shards, split or "test", progress=progress)
+        except ValueError as e:  # e.g. a test-only shard folder: the reports are still scored, without a probe
+            out["probe_skipped"] = str(e)
+        else:
+            names = probe_label_names(train.labels, CHEXPERT_14)
+            where = {k: i for i, k in enumerate(test.keys)}
+            scored = [r for r in scored if r["id"] in where]
+            if names and scored:
+                out["probe"] = probe_scores(bundle, train, val, test, [where[r["id"]] for r in scored], names)
     if names is None:
         names = probe_label_names([r["reference_labels"] for r in scored], CHEXPERT_14)
     if not names or not scored:
