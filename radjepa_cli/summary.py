@@ -49,6 +49,13 @@ def key_numbers(out: Path) -> list[tuple[str, str]]:
                          f"{100 * r['mean_dice']['mean']:.1f} ± {100 * r['mean_dice']['std']:.1f} ({per})"))
     rows += online_probe_rows(out / "pretrain")
     rows += ceiling_rows()
+    s = _load(out / "reports" / "predictions.summary.json")  # generate-report's label F1 beside the probe's
+    if s and s.get("report"):
+        transfer = s.get("label_transfer")
+        probe = s.get("probe_macro_f1")
+        rows.append(("report label transfer (report F1 / probe F1)",
+                     f"{'n/a' if transfer is None else f'{transfer:.2f}'} (report {s['report']['macro_f1']:.3f}, "
+                     f"probe {'n/a' if probe is None else f'{probe:.3f}'}; {s['distinct_reports']}/{s['n']} distinct)"))
     r = _load(out / "evaluate" / "reports" / "results.json")
     if r:
         for name, m in (r.get("metrics") or {}).items():

@@ -162,3 +162,55 @@ def test_config_validation():
         ReportTrainConfig(shards="s", encoder="e", out="o", stage="3").validate()
     with pytest.raises(ValueError, match="--lora applies to stage 2"):
         ReportTrainConfig(shards="s", encoder="e", out="o", stage="1", lora=True).validate()
+
+
+def test_generate_writes_summary_with_probe_and_diagnose_cli(model_dir, shards, tmp_path):
+    out = tmp_path / "pred.jsonl"
+    res = runner.invoke(app, ["generate-report", str(shards), "--model", str(model_dir), "--out", str(out),
+                              "--max-new-tokens", "12", "--repetition-penalty", "1.3"])
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "pred.summary.json").read_text())
+    assert s["n"] == 4 and 1 <= s["distinct_reports"] <= 4 and s["scored"] == 4
+    assert s["labels"] and set(s["report"]["per_label_f1"]) == set(s["labels"])
+    assert {"encoder_mean", "encoder_flat", "projector_mean"} <= set(s["probe"])
+    assert 0 <= s["probe_macro_f1"] <= 1 and "label transfer" in flat(res.output)
+    diag = tmp_path / "diag.json"
+    res = runner.invoke(app, ["diagnose-report", str(shards), "--model", str(model_dir), "--out", str(diag),
+                              "--limit", "4", "--max-new-tokens", "12", "--attention-samples", "4"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(diag.read_text())
+    assert d["generated"] == 4 and d["image_loss"]["val_loss_shuffled"] > 0 and d["attention"]["samples"] == 4
+    assert "lost at:" in res.stdout and d["verdict"] in res.stdout
+    res = runner.invoke(app, ["diagnose-report", str(shards), "--model", str(tmp_path / "nomodel")])
+    assert res.exit_code == 1 and "nomodel does not exist" in flat(res.output)
+
+
+def test_levers_aux_label_loss_and_keep_best(shards, tmp_path):
+    out = tmp_path / "levers"
+    cfg = ReportTrainConfig(shards=str(shards), encoder=ENCODER, llm="tiny", out=str(out), stage="both",
+                            stage1_epochs=1, epochs=3, batch_size=4, eval_every=1, log_every=1, tiny=SMALL,
+                            aux_label_loss=0.5, keep_best=True, lr_stage2=3e-2)  # a high LR: val loss bounces
+    train_report(cfg, show_progress=False)
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    aux = next(r for r in log if r["event"] == "aux_label_loss")
+    from radjepa_cli.data.labels import CHEXPERT_14
+    assert aux["weight"] == 0.5 and aux["labels"] and set(aux["labels"]) <= set(CHEXPERT_14)
+    curves = json.loads((out / "loss_curves.json").read_text())
+    for stage in ("stage1", "stage2"):
+        vals = [v for _, v in curves[stage]["val"]]
+        assert vals[-1] == pytest.approx(min(vals))  # the stage ends on its best weights
+        gap = curves[stage]["image_gap"]
+        assert gap["val_loss_real"] == pytest.approx(vals[-1], rel=1e-4) and "val_loss_shuffled" in gap
+    with pytest.raises(ValueError, match="aux-label-loss"):
+        ReportTrainConfig(shards="s", encoder="e", out="o", aux_label_loss=-1).validate()
+
+
+def test_summary_without_train_split_scores_reports_and_skips_probe(model_dir, shards, tmp_path):
+    only_test = tmp_path / "only_test"
+    only_test.mkdir()
+    shutil.copy(shards / "test-000000.tar", only_test / "test-000000.tar")
+    out = tmp_path / "p.jsonl"
+    res = generate_reports(GenerateConfig(inputs=[str(only_test)], model=str(model_dir), out=str(out),
+                                          max_new_tokens=6), show_progress=False)
+    assert "train" in res.summary["probe_skipped"] and res.summary["n"] == 4 and "probe" not in res.summary
+    assert json.loads(res.summary_path.read_text())["distinct_reports"] >= 1

@@ -52,6 +52,10 @@ def register(app: typer.Typer) -> None:
         gradient_checkpointing: str = typer.Option(None, "--gradient-checkpointing",
                                                    help="auto (LMs > 1B parameters) | on | off."),
         seed: int = typer.Option(None, "--seed"),
+        aux_label_loss: float = typer.Option(None, "--aux-label-loss", help="Weight of an auxiliary label loss "
+                                             "(linear head on the mean projector token, training only); 0 = off."),
+        keep_best: bool = typer.Option(None, "--keep-best/--keep-last", help="End each stage on the weights of its "
+                                       "lowest validation loss (set --eval-every to validate often enough)."),
         kernels: str = kernels_option(),  # applied by its callback (radjepa_cli/commands/kernels_flag.py)
         trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                                help="Allow custom model code in the encoder/LM directories."),
@@ -63,11 +67,12 @@ def register(app: typer.Typer) -> None:
 
         console = Console(stderr=True)
         overrides = dict(shards=str(shards), encoder=encoder, out=str(out), llm=llm, stage=stage, lora=lora,
-                         projector=projector, token_norm=token_norm, token_merge=token_merge, feature_layer=feature_layer, epochs=epochs, stage1_epochs=stage1_epochs,
-                         max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr_stage2=lr,
-                         lr_stage1=lr_stage1, max_target_tokens=max_target_tokens, eval_every=eval_every, gpus=gpus,
-                         procs=procs, gradient_checkpointing=gradient_checkpointing, seed=seed,
-                         trust_remote_code=trust_remote_code or None)
+                         projector=projector, token_norm=token_norm, token_merge=token_merge,
+                         feature_layer=feature_layer, epochs=epochs, stage1_epochs=stage1_epochs, max_steps=max_steps,
+                         batch_size=batch_size, grad_accum=grad_accum, lr_stage2=lr, lr_stage1=lr_stage1,
+                         max_target_tokens=max_target_tokens, eval_every=eval_every, gpus=gpus, procs=procs,
+                         gradient_checkpointing=gradient_checkpointing, seed=seed, aux_label_loss=aux_label_loss,
+                         keep_best=keep_best, trust_remote_code=trust_remote_code or None)
         try:
             cfg = config_mod.load(ReportTrainConfig, config, overrides)
             path = train_report(cfg)
@@ -92,6 +97,11 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", help="predictions.jsonl to write (default: print the Findings)."),
         max_new_tokens: int = typer.Option(150, "--max-new-tokens", help="Longest report, in tokens (paper: 150)."),
         beams: int = typer.Option(1, "--beams", help="1 = greedy (the paper); N > 1 = beam search."),
+        repetition_penalty: float = typer.Option(None, "--repetition-penalty", help="> 1 discourages repeating "
+                                                 "tokens already written (CTRL-style); default off (the paper)."),
+        probe: bool = typer.Option(True, "--probe/--no-probe", help="Shard inputs with --out: fit a linear probe on "
+                                   "the shards' train/val tokens and put its label F1 beside the model's in "
+                                   "predictions.summary.json."),
         batch_size: int = typer.Option(8, "--batch-size", help="Images per generation batch."),
         split: str = typer.Option(None, "--split", help="Shard inputs: train | val | test (default test, else all)."),
         limit: int = typer.Option(None, "--limit", help="At most this many images."),
@@ -109,7 +119,8 @@ def register(app: typer.Typer) -> None:
         console = Console(stderr=True)
         cfg = GenerateConfig(inputs=list(inputs), model=str(model) if model else None, out=str(out) if out else None,
                              max_new_tokens=max_new_tokens, beams=beams, batch_size=batch_size, split=split,
-                             limit=limit, use_cache=not no_cache, device=device, trust_remote_code=trust_remote_code)
+                             limit=limit, use_cache=not no_cache, device=device, trust_remote_code=trust_remote_code,
+                             repetition_penalty=repetition_penalty, probe=probe)
         printed = []
 
         def show(row: dict) -> None:  # stdout carries only the Findings (pipe-friendly); headers when several
@@ -126,6 +137,48 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
         for msg in result.skipped:
             console.print(f"[yellow]skipped:[/] {msg}", highlight=False)
+        from radjepa_cli.report.scoring import summary_line
+        if result.summary.get("warning"):
+            console.print(f"[yellow]warning:[/] {result.summary['warning']}", highlight=False)
         if out is not None:
-            console.print(f"[green]done[/]: {len(result.rows)} reports → {out} (model {result.model_dir})",
-                          highlight=False)
+            console.print(f"[green]done[/]: {len(result.rows)} reports → {out} (model {result.model_dir}); "
+                          f"{summary_line(result.summary)} → {result.summary_path}", highlight=False)
+
+    @app.command("diagnose-report", help=(
+        "Where does a report model lose the image? On the shards it was trained on: a linear probe's label F1 on "
+        "the encoder's and the projector's tokens (thresholds from val), validation loss with real vs shuffled "
+        "images, attention mass on the image tokens vs uniform, and the label F1 of generated reports with their "
+        "ratio to the probe's (label transfer). Prints one summary line; --out writes diagnostics.json."))
+    def diagnose_report_cmd(
+        shards: Path = typer.Argument(..., help="The shard folder the model was trained on (train/val/test)."),
+        model: Path = typer.Option(..., "--model", help="Report model dir from `radjepa train-report`."),
+        out: Path = typer.Option(None, "--out", help="diagnostics.json to write."),
+        split: str = typer.Option("test", "--split", help="Split the probe and generated reports are scored on."),
+        limit: int = typer.Option(200, "--limit", help="Images generated and scored."),
+        max_val: int = typer.Option(512, "--max-val", help="Validation samples for the real/shuffled loss."),
+        attention_samples: int = typer.Option(64, "--attention-samples", help="Samples for the attention mass."),
+        batch_size: int = typer.Option(16, "--batch-size"),
+        max_new_tokens: int = typer.Option(150, "--max-new-tokens"),
+        repetition_penalty: float = typer.Option(None, "--repetition-penalty", help="As in generate-report."),
+        beams: int = typer.Option(1, "--beams"),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    ):
+        from rich.console import Console
+
+        from radjepa_cli.report.diagnostics import DiagnoseConfig, diagnose
+        from radjepa_cli.report.progress import progress_bar
+
+        console = Console(stderr=True)
+        cfg = DiagnoseConfig(model=str(model), shards=str(shards), split=split, limit=limit, max_val=max_val,
+                             attention_samples=attention_samples, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                             repetition_penalty=repetition_penalty, beams=beams, device=device,
+                             out=str(out) if out else None)
+        try:
+            with progress_bar(True) as progress:
+                d = diagnose(cfg, progress=progress)
+        except _ERRORS as e:
+            console.print(f"[red]error:[/] {e}", highlight=False)
+            raise typer.Exit(1) from None
+        if d.get("warning"):
+            console.print(f"[yellow]warning:[/] {d['warning']}", highlight=False)
+        typer.echo(d["summary"])

@@ -4,4 +4,6 @@ projector.py  mlp2x_gelu (default) and the paper's residual adapter     lm.py   
 prompt.py     the paper's prompt, image placeholder, label masking     model.py     ReportModel (splice + generate)
 features.py   image preparation and the encoder-token cache            train.py     `train-report` (two stages)
 bundle.py     the self-contained report model directory                generate.py  `generate-report`
+probe.py      ridge probe + masked label F1 (numpy)                    scoring.py   report F1 vs probe F1, summary
+diagnostics.py `diagnose-report`: where the image signal is lost       progress.py  the shared progress bar
 """

@@ -79,15 +79,15 @@ def _save_dir(obj, dst: Path) -> None:
 
 
 def save_report_model(out: Path, *, cfg, model: ReportModel, lm, prompt: Prompt, encoder_ref: dict, curves: dict,
-                      base_saved: bool, n_train: int, n_val: int) -> Path:
+                      base_saved: bool, n_train: int, n_val: int, stages: tuple[int, ...]) -> Path:
     from safetensors.torch import save as st_save
 
     out = Path(out)
     proj = {k: v.detach().float().cpu().contiguous() for k, v in model.projector.state_dict().items()}
     atomic_write_bytes(out / "projector.safetensors", st_save(proj))
     _save_dir(lm.tokenizer, out / "tokenizer")
-    lora = bool(cfg.lora and 2 in _stages(cfg))
-    lm_changed = 2 in _stages(cfg) and not lora
+    lora = bool(cfg.lora and 2 in stages)
+    lm_changed = 2 in stages and not lora
     weights = None
     if lora:
         _save_dir(model.lm, out / "lm_adapter")  # a PeftModel saves the adapter only
@@ -109,16 +109,11 @@ def save_report_model(out: Path, *, cfg, model: ReportModel, lm, prompt: Prompt,
                       **({"token_merge": cfg.token_merge} if cfg.token_merge != 1 else {})},
         "prompt": {"ids": list(prompt.ids), "text": prompt.text, "chat_template": prompt.chat_template},
         "tokenizer": "tokenizer",
-        "training": {"shards": cfg.shards, "stages": list(_stages(cfg)), "lora": lora, "train_samples": n_train,
+        "training": {"shards": cfg.shards, "stages": list(stages), "lora": lora, "train_samples": n_train,
                      "val_samples": n_val, "final_val_loss": final_val[-1][1] if final_val else None},
     }
     write_json(out / MANIFEST, manifest)  # last: marks the directory complete
     return out
-
-
-def _stages(cfg) -> tuple[int, ...]:
-    from radjepa_cli.report.train import STAGES
-    return STAGES[cfg.stage]
 
 
 def write_curves(out: Path, curves: dict) -> None:

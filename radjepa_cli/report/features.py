@@ -58,6 +58,25 @@ class CachedSplit:
         return torch.from_numpy(np.ascontiguousarray(self.tokens[np.asarray(idx)])).float()
 
 
+class ShuffledImages:
+    """A split whose texts and labels stay in place while each sample gets another sample's image tokens (a
+    derangement of the first `n`, seeded). Validation loss on it vs the real pairing measures how much the LM
+    uses the image: equal losses mean the image is ignored."""
+
+    def __init__(self, split: CachedSplit, n: int | None = None, seed: int = 0):
+        n = len(split) if n is None else min(n, len(split))
+        p = np.random.default_rng(seed).permutation(n)
+        self.perm = np.arange(len(split))
+        self.perm[p] = np.roll(p, -1)  # each sample takes its successor's image in a random cycle: no fixed point
+        self.split, self.findings, self.labels = split, split.findings, split.labels
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def batch(self, idx: Sequence[int]) -> torch.Tensor:
+        return self.split.batch(self.perm[np.asarray(idx)])
+
+
 def _index_matches(index: dict, expected: dict) -> bool:
     return all(index.get(k) == v for k, v in expected.items())
 

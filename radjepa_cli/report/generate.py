@@ -31,10 +31,12 @@ class GenerateConfig:
     out: str | None = None  # predictions.jsonl; None: return rows only
     max_new_tokens: int = 150
     beams: int = 1  # 1 = greedy (the paper)
+    repetition_penalty: float | None = None  # None / 1.0 = off (the paper); > 1 discourages repeated tokens
     batch_size: int = 8
     split: str | None = None  # shard inputs: which split (None: test if there is one, else all)
     limit: int | None = None  # at most this many images in all
     use_cache: bool = True
+    probe: bool = True  # shard inputs with --out: fit the linear probe for predictions.summary.json
     device: str = "auto"
     trust_remote_code: bool = False
 
@@ -43,6 +45,8 @@ class GenerateConfig:
             raise ValueError("give at least one image, folder or shard folder")
         if self.max_new_tokens < 1 or self.beams < 1 or self.batch_size < 1:
             raise ValueError("--max-new-tokens, --beams and --batch-size must be >= 1")
+        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
+            raise ValueError(f"--repetition-penalty must be > 0 (1 = off), not {self.repetition_penalty}")
 
 
 @dataclasses.dataclass
@@ -125,13 +129,22 @@ def _labeller():
 
 @torch.no_grad()
 def generate_texts(bundle: ReportBundle, images: torch.Tensor, *, max_new_tokens: int = 150, beams: int = 1,
-                   use_cache: bool = True) -> list[str]:
+                   use_cache: bool = True, repetition_penalty: float | None = None) -> list[str]:
     """images [B, 1, S, S] in [0, 1] → one Findings text each."""
     device = bundle.encoder.device
     tokens = encode(bundle.encoder, images.to(device), bundle.feature_layer)
+    return texts_from_tokens(bundle, tokens, max_new_tokens=max_new_tokens, beams=beams, use_cache=use_cache,
+                             repetition_penalty=repetition_penalty)
+
+
+@torch.no_grad()
+def texts_from_tokens(bundle: ReportBundle, tokens: torch.Tensor, *, max_new_tokens: int = 150, beams: int = 1,
+                      use_cache: bool = True, repetition_penalty: float | None = None) -> list[str]:
+    """Encoder tokens [B, N, D] (e.g. from the training cache) → one Findings text each."""
     tok = bundle.tokenizer
-    ids = bundle.model.generate(tokens.to(device), bundle.prompt, max_new_tokens=max_new_tokens, num_beams=beams,
-                                use_cache=use_cache, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    ids = bundle.model.generate(tokens.to(bundle.encoder.device), bundle.prompt, max_new_tokens=max_new_tokens,
+                                num_beams=beams, use_cache=use_cache, pad_token_id=tok.pad_token_id,
+                                eos_token_id=tok.eos_token_id, repetition_penalty=repetition_penalty)
     return [t.strip() for t in tok.batch_decode(ids, skip_special_tokens=True)]
 
 
@@ -140,6 +153,14 @@ class GenerateResult:
     rows: list[dict]
     skipped: list[str]  # files found in folders that could not be decoded (each message names the file)
     model_dir: Path
+    summary: dict  # report/scoring.py summarize(): distinct reports, warning, label F1 vs the probe's
+    summary_path: Path | None = None
+
+
+def summary_path(out: str | Path) -> Path:
+    """predictions.jsonl → predictions.summary.json (beside it)."""
+    out = Path(out)
+    return out.with_name(out.name.removesuffix(".jsonl").removesuffix(".json") + ".summary.json")
 
 
 def generate_reports(cfg: GenerateConfig, *, show_progress: bool = True, bundle: ReportBundle | None = None,
@@ -149,7 +170,7 @@ def generate_reports(cfg: GenerateConfig, *, show_progress: bool = True, bundle:
     A file named on the command line that cannot be decoded is an error; one found while scanning a folder is
     skipped and reported. `on_row(row)` is called as each row is ready (the CLI prints Findings with it)."""
     from radjepa_cli.data.decode import DecodeError, decode_image
-    from radjepa_cli.report.train import _progress
+    from radjepa_cli.report.progress import progress_bar as _progress
 
     cfg.validate()
     files, shard_sources = scan_inputs(cfg.inputs, cfg.split)
@@ -193,7 +214,8 @@ def generate_reports(cfg: GenerateConfig, *, show_progress: bool = True, bundle:
                 if not ready:
                     continue
                 texts = generate_texts(bundle, images_to_batch([im for _, im in ready], size),
-                                       max_new_tokens=cfg.max_new_tokens, beams=cfg.beams, use_cache=cfg.use_cache)
+                                       max_new_tokens=cfg.max_new_tokens, beams=cfg.beams, use_cache=cfg.use_cache,
+                                       repetition_penalty=cfg.repetition_penalty)
                 for (it, _), text in zip(ready, texts):
                     row = {"id": it.id}
                     if it.image_path is not None:
@@ -226,7 +248,25 @@ def generate_reports(cfg: GenerateConfig, *, show_progress: bool = True, bundle:
         raise
     if not rows:
         raise ValueError("no image could be read: " + "; ".join(skipped[:5]) if skipped else "no images in the inputs")
-    return GenerateResult(rows, skipped, bundle.path)
+    from radjepa_cli.report.scoring import summarize
+
+    # The probe needs the train/val splits of the one shard folder the rows came from.
+    shards = shard_sources[0][0] if len(shard_sources) == 1 and Path(shard_sources[0][0]).is_dir() else None
+    split = cfg.split or ("test" if shards and _has_split(shards, "test") else None)
+    with _progress(show_progress and bool(cfg.out)) as progress:
+        summary = summarize(rows, bundle=bundle, shards=shards if split else None, split=split,
+                            probe=cfg.probe and bool(cfg.out), progress=progress)
+    path = None
+    if cfg.out:
+        from radjepa_cli.io import write_json
+        path = summary_path(cfg.out)
+        write_json(path, {"predictions": str(cfg.out), "model": str(bundle.path), **summary})
+    return GenerateResult(rows, skipped, bundle.path, summary, path)
+
+
+def _has_split(source: str, split: str) -> bool:
+    from radjepa_cli.data.loader import shard_paths
+    return bool(shard_paths(source, split))
 
 
 def _chain(a: Iterator, b: Iterator) -> Iterator:

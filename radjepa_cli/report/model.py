@@ -59,8 +59,10 @@ class ReportModel(nn.Module):
     @torch.no_grad()
     def generate(self, image_tokens: torch.Tensor, prompt: Prompt, *, max_new_tokens: int = 150,
                  num_beams: int = 1, use_cache: bool = True, pad_token_id: int | None = None,
-                 eos_token_id: int | list[int] | None = None, **generate_kwargs) -> torch.Tensor:
-        """Greedy (num_beams=1, the paper) or beam-search decoding; returns the new token ids [B, T]
+                 eos_token_id: int | list[int] | None = None, repetition_penalty: float | None = None,
+                 **generate_kwargs) -> torch.Tensor:
+        """Greedy (num_beams=1, the paper) or beam-search decoding, optionally with a CTRL-style repetition penalty
+        (> 1 discourages tokens already written); returns the new token ids [B, T]
         (EOS and padding included; decode with skip_special_tokens=True)."""
         inputs = prompt_batch(prompt, image_tokens.shape[0])
         device = image_tokens.device
@@ -68,6 +70,6 @@ class ReportModel(nn.Module):
         return self.lm.generate(
             inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, num_beams=num_beams,
             do_sample=False, use_cache=use_cache, pad_token_id=pad_token_id, eos_token_id=eos_token_id,
-            # Pure decoding as in the paper: no length/repetition heuristics the generation config may carry.
-            temperature=None, top_p=None, top_k=None, repetition_penalty=None, length_penalty=1.0,
+            # Pure decoding as in the paper unless asked: no heuristics the LM's generation config may carry.
+            temperature=None, top_p=None, top_k=None, repetition_penalty=repetition_penalty, length_penalty=1.0,
             early_stopping=num_beams > 1, **generate_kwargs)

@@ -4,6 +4,9 @@ Stage 1 trains the projector alone (LM frozen, LR 1e-3); stage 2 trains projecto
 r128/α256 at 2e-4). AdamW, cosine schedule with 3% warmup, bf16 autocast on GPU. The encoder is frozen, so its
 patch tokens are computed once into OUT/cache and every epoch of both stages reads them from there.
 `--gpus N` (NCCL) / `--procs N` (gloo, CPU) run N data-parallel processes over that cache.
+Each stage ends by logging the validation loss with real vs shuffled images ("image_gap"): ~0 means the LM ignores
+the image. Levers (off by default; none has won yet on CPU budgets, see benchmarks/results/report_levers_*.json):
+--aux-label-loss (label head on projector tokens), --keep-best (best-val weights per stage), --token-norm.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from radjepa_cli.report.projector import (DEFAULT_PROJECTOR, DEFAULT_TOKEN_NORM,
                                           merge_tokens, token_statistics)
 from radjepa_cli.report.prompt import PAPER_PROMPT, Prompt, build_batch, build_prompt
 from radjepa_cli.report.model import ReportModel
+from radjepa_cli.report.progress import progress_bar as _progress
 
 STAGES = {"1": (1,), "2": (2,), "both": (1, 2)}
 LARGE_LM_PARAMS = 1_000_000_000  # gradient checkpointing is switched on above this size ("auto")
@@ -65,6 +69,9 @@ class ReportTrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     gradient_checkpointing: str = "auto"  # auto (LMs > 1B parameters) | on | off
     encoder_batch_size: int = 32
+    # Levers against "the LM ignores the image" (issue 14); off until measured to win (see `radjepa diagnose-report`).
+    aux_label_loss: float = 0.0  # weight of a BCE loss of a linear label head on the mean projector token; 0 = off
+    keep_best: bool = False  # end each stage with the weights of its lowest validation loss (use with --eval-every)
     seed: int = 0
     trust_remote_code: bool = False
     tiny: TinyLMConfig = dataclasses.field(default_factory=TinyLMConfig)
@@ -86,6 +93,8 @@ class ReportTrainConfig:
             raise ValueError(f"--token-merge must be >= 1, not {self.token_merge}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError("warmup_ratio must be in [0, 1)")
+        if self.aux_label_loss < 0:
+            raise ValueError(f"--aux-label-loss is a loss weight and must be >= 0, not {self.aux_label_loss}")
 
     def resolved_lr_stage2(self) -> float:
         if self.lr_stage2 is not None:
@@ -184,6 +193,7 @@ def _worker(rank: int, world: int, cfg: ReportTrainConfig, enc_ref: dict, port: 
 def _train(cfg: ReportTrainConfig, d: Dist, enc_ref: dict, show_progress: bool) -> None:
     from radjepa_cli.report.bundle import save_report_model
     from radjepa_cli.report.features import load_cached_split
+    from radjepa_cli.report.probe import label_matrix, probe_label_names
 
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
@@ -219,6 +229,17 @@ def _train(cfg: ReportTrainConfig, d: Dist, enc_ref: dict, show_progress: bool) 
     if cfg.lora and d.main and cfg.llm == "tiny" and 2 in stages:
         lm.model.save_pretrained(out / "lm")  # the tiny base is random: keep it, the adapter needs it
         base_saved = True
+    aux = None
+    if cfg.aux_label_loss > 0:
+        from radjepa_cli.data.labels import CHEXPERT_14
+        names = probe_label_names(train.labels, CHEXPERT_14)
+        if not names:
+            raise ValueError("--aux-label-loss needs training labels with both outcomes for some CheXpert-14 finding")
+        y, known = label_matrix(train.labels, names)
+        # Training-only head (not saved): it pushes the finding into the projector's tokens, where the LM reads it.
+        aux = AuxLabelHead(lm.hidden_size, torch.from_numpy(y).float(), torch.from_numpy(known).float(),
+                           cfg.aux_label_loss).to(d.device)
+        log.write({"event": "aux_label_loss", "weight": cfg.aux_label_loss, "labels": names})
     curves: dict[str, dict[str, list]] = {}
     for stage in stages:
         if stage == 1:
@@ -233,10 +254,10 @@ def _train(cfg: ReportTrainConfig, d: Dist, enc_ref: dict, show_progress: bool) 
             model.projector.requires_grad_(True)
             lr, epochs = cfg.resolved_lr_stage2(), cfg.epochs
         curves[f"stage{stage}"] = _run_stage(cfg, d, model, prompt, lm.tokenizer, train, val, stage, lr, epochs,
-                                             log, show_progress)
+                                             log, show_progress, aux)
     if d.main:
         save_report_model(out, cfg=cfg, model=model, lm=lm, prompt=prompt, encoder_ref=enc_ref, curves=curves,
-                          base_saved=base_saved, n_train=len(train), n_val=len(val))
+                          base_saved=base_saved, n_train=len(train), n_val=len(val), stages=stages)
     log.write({"event": "done"})
 
 
@@ -249,7 +270,7 @@ def _add_lora(lm, cfg: ReportTrainConfig):
 
 
 def _run_stage(cfg, d: Dist, model: ReportModel, prompt: Prompt, tokenizer, train, val, stage: int, lr: float,
-               epochs: float, log, show_progress: bool) -> dict[str, list]:
+               epochs: float, log, show_progress: bool, aux: "AuxLabelHead | None" = None) -> dict[str, list]:
     from transformers import get_cosine_schedule_with_warmup
 
     per_rank = len(train) // d.world if d.world > 1 else len(train)
@@ -260,7 +281,7 @@ def _run_stage(cfg, d: Dist, model: ReportModel, prompt: Prompt, tokenizer, trai
     total = max(1, math.ceil(epochs * steps_per_epoch))
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad] + (list(aux.parameters()) if aux is not None else [])
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * total), total)
     net = model
@@ -272,6 +293,7 @@ def _run_stage(cfg, d: Dist, model: ReportModel, prompt: Prompt, tokenizer, trai
     curves: dict[str, list] = {"train": [], "val": []}
     eval_every = cfg.eval_every or steps_per_epoch
     step, window, t0, tokens = 0, [], time.time(), 0
+    best: tuple[float, dict] | None = None  # (val loss, trainable weights) for --keep-best
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" else torch.autocast("cpu", enabled=False)
     with _progress(show_progress and d.main) as progress:
         task = progress.add_task(f"stage {stage}", total=total) if progress is not None else None
@@ -285,8 +307,11 @@ def _run_stage(cfg, d: Dist, model: ReportModel, prompt: Prompt, tokenizer, trai
                 for idx in batches[i:i + cfg.grad_accum]:
                     batch = build_batch(prompt, [train.findings[j] for j in idx], tokenizer, cfg.max_target_tokens)
                     batch = {k: v.to(d.device) for k, v in batch.items()}
+                    image = train.batch(idx).to(d.device)
                     with amp:
-                        loss = net(train.batch(idx).to(d.device), **batch).loss
+                        loss = net(image, **batch).loss
+                        if aux is not None:
+                            loss = loss + aux(model.projector(image), idx)
                     (loss / cfg.grad_accum).backward()
                     window.append(float(loss.detach()))
                     tokens += int((batch["labels"] != -100).sum())
@@ -309,10 +334,53 @@ def _run_stage(cfg, d: Dist, model: ReportModel, prompt: Prompt, tokenizer, trai
                     if vl is not None:
                         curves["val"].append([step, vl])
                         log.write({"event": "val", "stage": stage, "step": step, "val_loss": round(vl, 5)})
+                        if cfg.keep_best and (best is None or vl < best[0]):
+                            best = (vl, {k: v.detach().clone() for k, v in model.named_parameters()
+                                         if v.requires_grad})
                 if step >= total:
                     break
             epoch += 1
+    if best is not None and curves["val"] and best[0] < curves["val"][-1][1]:
+        with torch.no_grad():
+            named = dict(model.named_parameters())
+            for k, v in best[1].items():
+                named[k].copy_(v)
+        log.write({"event": "keep_best", "stage": stage, "val_loss": round(best[0], 5)})
+        curves["val"].append([step, best[0]])  # the stage ends on the weights it keeps
+    curves["image_gap"] = image_gap(model, prompt, tokenizer, val, cfg, d)
+    if curves["image_gap"]:
+        log.write({"event": "image_gap", "stage": stage, **curves["image_gap"]})
     return curves
+
+
+def image_gap(model: ReportModel, prompt: Prompt, tokenizer, val, cfg, d: Dist) -> dict:
+    """Validation loss with each report's own image vs with another report's image. A model that reads the image
+    has real < shuffled; equal losses say the LM writes from its text prior alone (issue 14)."""
+    from radjepa_cli.report.features import ShuffledImages
+
+    real = validation_loss(model, prompt, tokenizer, val, cfg, d)
+    if real is None or min(len(val), cfg.max_val) < 2:
+        return {}
+    shuffled = validation_loss(model, prompt, tokenizer, ShuffledImages(val, cfg.max_val, cfg.seed), cfg, d)
+    return {"val_loss_real": round(real, 5), "val_loss_shuffled": round(shuffled, 5),
+            "gap": round(shuffled - real, 5)}
+
+
+class AuxLabelHead(torch.nn.Module):
+    """weight × masked BCE of Linear(mean projector token) against the sample's labels (unknown labels masked)."""
+
+    def __init__(self, width: int, y: torch.Tensor, known: torch.Tensor, weight: float):
+        super().__init__()
+        self.head = torch.nn.Linear(width, y.shape[1])
+        self.register_buffer("y", y)
+        self.register_buffer("known", known)
+        self.weight = weight
+
+    def forward(self, projected: torch.Tensor, idx) -> torch.Tensor:
+        i = torch.as_tensor(np.asarray(idx), device=self.y.device)
+        logits = self.head(projected.float().mean(1))
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, self.y[i], reduction="none")
+        return self.weight * (bce * self.known[i]).sum() / self.known[i].sum().clamp_min(1.0)
 
 
 @torch.no_grad()
@@ -353,24 +421,3 @@ class _Log:
         if self.enabled:
             with self.path.open("a") as f:
                 f.write(json.dumps({"time_s": round(time.time() - self.t0, 2), **row}) + "\n")
-
-
-class _progress:
-    """A rich progress bar on stderr, or a no-op (returns None) when disabled."""
-
-    def __init__(self, enabled: bool):
-        self.enabled, self.p = enabled, None
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-        self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          TimeRemainingColumn(), console=Console(stderr=True), transient=False)
-        self.p.__enter__()
-        return self.p
-
-    def __exit__(self, *exc):
-        if self.p is not None:
-            self.p.__exit__(*exc)
