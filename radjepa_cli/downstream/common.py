@@ -1,11 +1,15 @@
 """What `probe` and `segment` share before and after training: the run preamble and the saved-model folder.
 
 The preamble validates the common config fields, clears the outputs that mark a finished run (so an old
-results.json / model.json never sits beside a new, unfinished run), resolves the device and loads the encoder.
+results.json / model.json never sits beside a new, unfinished run), resolves the device and loads the encoder;
+`split_features` reads a split's features through the feature cache as the config asks. After training,
+`write_model` writes model.json's frame (task, encoder, input, ..., results) around each task's own record.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -14,13 +18,32 @@ from radjepa_cli.downstream.saved import MODEL_JSON
 FINISHED_MARKERS = ("results.json", MODEL_JSON)
 
 
+class RunConfig(Protocol):
+    """The fields ProbeConfig and SegmentConfig share, which the helpers here read. (Each config stays its own
+    dataclass: their field order is the order of results.json's "config", so a shared base class would reorder it.)"""
+    shards: str
+    encoder: str
+    out: str
+    seeds: int
+    epochs: int
+    train_split: str
+    val_split: str | None
+    eval_split: str
+    feature_batch_size: int
+    cache_dir: str | None
+    use_cache: bool
+    trust_remote_code: bool
+    device: str
+    progress: bool
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
-def start_run(cfg):
+def start_run(cfg: RunConfig):
     """cfg: a ProbeConfig / SegmentConfig. Returns (out dir, device, frozen encoder)."""
     from radjepa_cli.models.zoo import load_encoder
 
@@ -33,6 +56,19 @@ def start_run(cfg):
     device = resolve_device(cfg.device)
     encoder = load_encoder(cfg.encoder, device=device, trust_remote_code=cfg.trust_remote_code)
     return out, device, encoder
+
+
+def split_features(cfg: RunConfig, encoder, split: str, spec):
+    """One split's features (models.features.extract_features), with the cache, batch size and progress settings
+    of cfg."""
+    from radjepa_cli.models.features import extract_features
+    return extract_features(encoder, cfg.shards, split, spec, cache_dir=cfg.cache_dir, use_cache=cfg.use_cache,
+                            batch_size=cfg.feature_batch_size, progress=cfg.progress)
+
+
+def cosine_lr(step: int, total: int, base: float) -> float:
+    """The head's learning rate at `step` of `total`: cosine from `base` to 0 (probe and segment alike)."""
+    return base * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
 def has_split(shards: str, split: str | None) -> bool:
@@ -69,3 +105,13 @@ def best_seed(saved: list[dict], higher_is_better: bool = True) -> int:
     sign = 1 if higher_is_better else -1
     scored = [(sign * e["val_score"], -e["seed"]) for e in saved if e.get("val_score") is not None]
     return -max(scored)[1] if scored else saved[0]["seed"]
+
+
+def write_model(cfg: RunConfig, out: Path, encoder, task: str, image_size: int, record: dict) -> Path:
+    """model.json, last of all (downstream/saved.py): task, encoder reference and input record first, then the
+    task's own `record` (head, outputs, thresholds, seeds, trained_on), then the results file it goes with."""
+    from radjepa_cli.downstream.saved import write_model_json
+    from radjepa_cli.models.zoo import encoder_reference
+    return write_model_json(out, {"task": task, "encoder": encoder_reference(encoder, cfg.encoder),
+                                  "input": input_record(cfg.shards, cfg.train_split, image_size),
+                                  **record, "results": "results.json"})

@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from radjepa_cli.data.labels import labels_to_arrays, resolve_label_set
+from radjepa_cli.downstream.common import best_seed, cosine_lr, has_split, split_features, start_run, write_model
 from radjepa_cli.downstream.saved import save_head
 
 
@@ -65,10 +66,6 @@ def label_matrix(meta: list[dict], names, uncertain: str) -> tuple[torch.Tensor,
 def masked_bce(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     loss = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
     return (loss * known).sum() / known.sum().clamp_min(1)
-
-
-def cosine_lr(step: int, total: int, base: float) -> float:
-    return base * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
 def class_metrics(scores: np.ndarray, values: np.ndarray, known: np.ndarray, names) -> dict[str, dict]:
@@ -193,9 +190,8 @@ def run_probe(cfg: ProbeConfig, console=None) -> dict:
     """Fit and score the probe for every seed; write results.json (+ PR curves), every seed's head and, last,
     model.json (downstream/saved.py) into cfg.out; return the results."""
     from radjepa_cli import config as config_mod
-    from radjepa_cli.downstream.common import has_split, start_run
     from radjepa_cli.io import write_json
-    from radjepa_cli.models.features import FeatureSpec, extract_features
+    from radjepa_cli.models.features import FeatureSpec
 
     out, device, encoder = start_run(cfg)
     names = resolve_label_set(cfg.labels)
@@ -207,9 +203,7 @@ def run_probe(cfg: ProbeConfig, console=None) -> dict:
     spec = FeatureSpec(image_size=cfg.image_size or encoder.image_size, tokens=tokens)
     select = cfg.val_split if has_split(cfg.shards, cfg.val_split) else cfg.train_split
     t0 = time.perf_counter()
-    feats = {split: extract_features(encoder, cfg.shards, split, spec, cache_dir=cfg.cache_dir,
-                                     use_cache=cfg.use_cache, batch_size=cfg.feature_batch_size,
-                                     progress=cfg.progress)
+    feats = {split: split_features(cfg, encoder, split, spec)
              for split in dict.fromkeys((cfg.train_split, cfg.eval_split, select))}
     feature_s = time.perf_counter() - t0
     train, test, sel = feats[cfg.train_split], feats[cfg.eval_split], feats[select]
@@ -266,15 +260,10 @@ def run_probe(cfg: ProbeConfig, console=None) -> dict:
 def _write_probe_model(cfg: ProbeConfig, out: Path, encoder, spec, names, evaluated, saved, sel_scores, sel_labels,
                        select: str, counts) -> None:
     """model.json, last of all: the heads are usable by `radjepa predict` from here on."""
-    from radjepa_cli.downstream.common import best_seed, input_record
-    from radjepa_cli.downstream.saved import write_model_json
     from radjepa_cli.metrics.classification import decision_thresholds
-    from radjepa_cli.models.zoo import encoder_reference
 
     best, (y_sel, k_sel) = best_seed(saved), sel_labels
-    write_model_json(out, {
-        "task": "probe", "encoder": encoder_reference(encoder, cfg.encoder),
-        "input": input_record(cfg.shards, cfg.train_split, spec.image_size),
+    write_model(cfg, out, encoder, "probe", spec.image_size, {
         "head": {"kind": cfg.head, "config": {"in_dim": int(encoder.embed_dim if cfg.head == "attentive"
                                                            else encoder.pooled_dim), "n_out": len(names),
                                               **head_config(cfg)},
@@ -285,7 +274,6 @@ def _write_probe_model(cfg: ProbeConfig, out: Path, encoder, spec, names, evalua
         "trained_on": {"shards": str(Path(cfg.shards).resolve()), "train_split": cfg.train_split,
                        "selection_split": select, "eval_split": cfg.eval_split, "n_train": counts[0],
                        "n_test": counts[1]},
-        "results": "results.json",
     })
 
 

@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from radjepa_cli.data.labels import SEG_TASKS
+from radjepa_cli.downstream.common import best_seed, cosine_lr, has_split, split_features, start_run, write_model
 from radjepa_cli.downstream.saved import save_head
 from radjepa_cli.metrics.dice import dice_per_structure
 
@@ -67,10 +68,6 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor) ->
     return ((bce + dice) * w).sum() / w.sum().clamp_min(1)
 
 
-def _cosine(step: int, total: int, base: float) -> float:
-    return base * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
-
-
 @torch.no_grad()
 def predict(decoder: nn.Module, feats: list[torch.Tensor], size: tuple[int, int], device, batch: int = 32):
     decoder.eval()
@@ -106,7 +103,7 @@ def train_decoder(cfg: SegmentConfig, seed: int, in_dim: int, n_struct: int, tra
             if len(idx) < 2 and n > 1:  # BatchNorm needs two samples
                 continue
             for group in opt.param_groups:
-                group["lr"] = _cosine(step, total, cfg.lr)
+                group["lr"] = cosine_lr(step, total, cfg.lr)
             target = masks[idx].to(device).float()
             logits = decoder([f[idx].to(device).float() for f in feats], target.shape[-2:])
             loss = seg_loss(logits, target, known[idx].to(device))
@@ -129,10 +126,9 @@ def train_decoder(cfg: SegmentConfig, seed: int, in_dim: int, n_struct: int, tra
 def run_segment(cfg: SegmentConfig, console=None) -> dict:
     """Train and score the decoder for every seed; write results.json + overlays.png into cfg.out."""
     from radjepa_cli import config as config_mod
-    from radjepa_cli.downstream.common import start_run
     from radjepa_cli.downstream.decoders import DECODERS, default_layers
     from radjepa_cli.io import write_json
-    from radjepa_cli.models.features import FeatureSpec, extract_features
+    from radjepa_cli.models.features import FeatureSpec
 
     if cfg.task not in SEG_TASKS:
         raise ValueError(f"unknown task {cfg.task!r}; choose one of {', '.join(SEG_TASKS)}")
@@ -151,8 +147,7 @@ def run_segment(cfg: SegmentConfig, console=None) -> dict:
     spec = FeatureSpec(image_size=size, layers=layers, mask_names=tuple(structures))
 
     def split_data(split):
-        fs = extract_features(encoder, cfg.shards, split, spec, cache_dir=cfg.cache_dir, use_cache=cfg.use_cache,
-                              batch_size=cfg.feature_batch_size, progress=cfg.progress)
+        fs = split_features(cfg, encoder, split, spec)
         return fs, (fs.layers(layers), fs.tensors["masks"], fs.tensors["mask_known"])
 
     t0 = time.perf_counter()
@@ -222,13 +217,7 @@ def summarize_dice(per_seed: list[dict], structures) -> tuple[list[str], dict, t
 def _write_segment_model(cfg: SegmentConfig, out: Path, encoder, size: int, layers, structures, in_dim: int,
                          saved: list[dict], has_val: bool, counts) -> None:
     """model.json, last of all: the decoders are usable by `radjepa predict` from here on."""
-    from radjepa_cli.downstream.common import best_seed, input_record
-    from radjepa_cli.downstream.saved import write_model_json
-    from radjepa_cli.models.zoo import encoder_reference
-
-    write_model_json(out, {
-        "task": "segment", "encoder": encoder_reference(encoder, cfg.encoder),
-        "input": input_record(cfg.shards, cfg.train_split, size),
+    write_model(cfg, out, encoder, "segment", size, {
         "head": {"kind": cfg.decoder, "config": {"in_dim": int(in_dim), "n_out": len(structures),
                                                  "channels": cfg.channels},
                  "features": "layers", "layers": list(layers)},
@@ -239,7 +228,6 @@ def _write_segment_model(cfg: SegmentConfig, out: Path, encoder, size: int, laye
         "trained_on": {"shards": str(Path(cfg.shards).resolve()), "train_split": cfg.train_split,
                        "val_split": cfg.val_split if has_val else None, "eval_split": cfg.eval_split,
                        "n_train": counts[0], "n_test": counts[1]},
-        "results": "results.json",
     })
 
 
@@ -250,7 +238,6 @@ def _mean_std(values) -> tuple[float, float]:
 
 
 def _optional_split(cfg: SegmentConfig, split_data):
-    from radjepa_cli.downstream.common import has_split
     if not has_split(cfg.shards, cfg.val_split):
         return None
     _, val = split_data(cfg.val_split)
