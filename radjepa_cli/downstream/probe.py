@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from radjepa_cli.data.labels import labels_to_arrays, resolve_label_set
 from radjepa_cli.downstream.common import best_seed, cosine_lr, has_split, split_features, start_run, write_model
-from radjepa_cli.downstream.saved import save_head
+from radjepa_cli.downstream.saved import Standardizer, build_probe_head, save_head
 
 
 @dataclasses.dataclass
@@ -85,21 +85,6 @@ def class_metrics(scores: np.ndarray, values: np.ndarray, known: np.ndarray, nam
     return out
 
 
-class Standardizer(nn.Module):
-    """Per-channel z-score with the training features' statistics; patch tokens [N, T, D] share one per channel."""
-
-    def __init__(self, x: torch.Tensor | None, dim: int, enabled: bool):
-        super().__init__()
-        x = x.reshape(-1, dim) if x is not None else None
-        mean = x.mean(0) if (x is not None and enabled) else torch.zeros(dim)
-        std = x.std(0).clamp_min(1e-6) if (x is not None and enabled) else torch.ones(dim)
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
-
-    def forward(self, x):
-        return (x - self.mean) / self.std
-
-
 def train_head(x: torch.Tensor, y: torch.Tensor, known: torch.Tensor, cfg: ProbeConfig, seed: int,
                device: torch.device, feature_fn=None) -> nn.Module:
     """Fit Standardizer → Linear on (x, y, known). feature_fn(epoch, generator) → (x, y, known) recomputes the
@@ -141,7 +126,6 @@ def _train_head(x, y, known, cfg: ProbeConfig, seed: int, device: torch.device, 
 
 
 def make_head(cfg: ProbeConfig, in_dim: int, n_out: int) -> nn.Module:
-    from radjepa_cli.downstream.saved import build_probe_head
     return build_probe_head(cfg.head, in_dim, n_out, head_config(cfg))
 
 

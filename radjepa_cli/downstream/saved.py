@@ -52,6 +52,23 @@ def write_model_json(out: str | Path, record: dict) -> Path:
 
 # ---- rebuilding heads --------------------------------------------------------------------------------------------
 
+class Standardizer(nn.Module):
+    """Per-channel z-score with the training features' statistics; patch tokens [N, T, D] share one per channel.
+    The first module of every saved probe head (its mean/std are buffers in the head file); `probe` fits it,
+    `build_head` rebuilds it, so it lives here, beside the head constructors."""
+
+    def __init__(self, x: torch.Tensor | None, dim: int, enabled: bool):
+        super().__init__()
+        x = x.reshape(-1, dim) if x is not None else None
+        mean = x.mean(0) if (x is not None and enabled) else torch.zeros(dim)
+        std = x.std(0).clamp_min(1e-6) if (x is not None and enabled) else torch.ones(dim)
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
 def _linear_probe(in_dim: int, n_out: int) -> nn.Module:
     return nn.Linear(in_dim, n_out)
 
@@ -76,7 +93,6 @@ def build_head(task: str, head: dict) -> nn.Module:
     """The untrained module a saved head's state_dict loads into: the ONE place saved heads are rebuilt."""
     kind, cfg = head["kind"], dict(head.get("config") or {})
     if task == "probe":
-        from radjepa_cli.downstream.probe import Standardizer
         in_dim, n_out = int(cfg.pop("in_dim")), int(cfg.pop("n_out"))
         return nn.Sequential(Standardizer(None, in_dim, False), build_probe_head(kind, in_dim, n_out, cfg))
     if task == "segment":
