@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from radjepa_cli.metrics.ridge import RidgeSVD
+
 KNN_K = 20
 BUDGET = 0.05   # default mode: read-outs take at most this fraction of the wall time (issue 15)
 # GCV searches this grid (relative to the mean squared singular value, so it is scale-free after standardising).
@@ -87,24 +89,17 @@ def embed(vit: torch.nn.Module, images: torch.Tensor, mean: float, std: float, b
 
 def ridge_scores(x_tr: np.ndarray, y: np.ndarray, x_va: np.ndarray) -> tuple[np.ndarray, float]:
     """Ridge on standardised features for one label (rows with a known label only), λ by GCV; (val scores, λ)."""
-    mu, sd = x_tr.mean(0), x_tr.std(0)
-    sd[sd < 1e-8] = 1.0
-    a, b = (x_tr - mu) / sd, (x_va - mu) / sd
+    r = RidgeSVD(x_tr)     # constant features: sd < 1e-8 (absolute), as before the shared core
     y_mean = y.mean()
-    u, s, vt = np.linalg.svd(a, full_matrices=False)
-    uty = u.T @ (y - y_mean)
-    s2 = s ** 2
-    n = len(y)
+    yc = y - y_mean
+    uty = r.project(yc)
     best = None
-    for lam in RIDGE_GRID * max(s2.mean(), 1e-12):
-        f = s2 / (s2 + lam)
-        resid = np.sum((y - y_mean) ** 2) - np.sum((2 * f - f ** 2) * uty ** 2)   # ‖y − ŷ‖² without forming ŷ
-        gcv = n * resid / max(n - f.sum(), 1e-9) ** 2
+    for lam in RIDGE_GRID * max(r.mean_s2, 1e-12):
+        gcv = r.gcv(yc, uty, lam)
         if best is None or gcv < best[0] - 1e-15:   # strict: ties go to the smaller λ, deterministically
             best = (gcv, lam)
     lam = best[1]
-    w = vt.T @ (s / (s2 + lam) * uty)
-    return b @ w + y_mean, float(lam)
+    return r.transform(x_va) @ r.weights(uty, lam) + y_mean, float(lam)
 
 
 def knn_scores(x_tr: np.ndarray, y: np.ndarray, known: np.ndarray, x_va: np.ndarray, k: int = KNN_K) -> np.ndarray:

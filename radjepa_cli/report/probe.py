@@ -16,6 +16,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from radjepa_cli.metrics.ridge import RidgeSVD
+
 # Ridge strengths relative to the mean squared singular value of the training features (scale-free grid).
 RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
@@ -88,26 +90,19 @@ def ridge_probe(x_train: np.ndarray, y_train: np.ndarray, known_train: np.ndarra
     if len(x_train) < 2 or len(x_val) == 0:
         raise ValueError(f"a linear probe needs >= 2 training and >= 1 validation samples, got {len(x_train)} "
                          f"and {len(x_val)} (prepare shards with train and val splits)")
-    x_train = np.asarray(x_train, np.float64)
-    mu, sd = x_train.mean(0), x_train.std(0)
-    sd = np.where(sd > 1e-8 * max(float(sd.max()), 1e-30), sd, 1.0)  # constant features (image borders) stay 0
-
-    def z(x):
-        return (np.asarray(x, np.float64) - mu) / sd
-
-    xt = z(x_train)
+    # constant features (image borders) stay 0; "constant" relative to the largest sd, features of any scale
+    r = RidgeSVD(np.asarray(x_train, np.float64), relative=True)
     t = np.where(known_train, 2.0 * y_train - 1.0, 0.0)  # ±1 targets
     t_mean = np.array([t[known_train[:, j], j].mean() if known_train[:, j].any() else 0.0
                        for j in range(t.shape[1])])
     # Unknown labels get the label's mean target: after centring they add nothing to that label's fit.
     t = np.where(known_train, t, t_mean) - t_mean
-    u, s, vt = np.linalg.svd(xt, full_matrices=False)
-    uty = u.T @ t
-    scale = float(np.mean(s * s)) if len(s) else 1.0
-    xv, xe = z(x_val), z(x_eval)
+    uty = r.project(t)
+    scale = float(r.mean_s2) if len(r.s) else 1.0
+    xv, xe = r.transform(x_val), r.transform(x_eval)
     best = None
     for g in grid:
-        w = vt.T @ ((s / (s * s + g * scale))[:, None] * uty)
+        w = r.weights(uty, g * scale)
         thr, f1 = _best_thresholds(xv @ w + t_mean, y_val, known_val)
         if best is None or f1 > best[0] + 1e-12:
             best = (f1, g, w, thr)
