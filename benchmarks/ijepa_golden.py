@@ -295,7 +295,8 @@ def main(argv=None) -> None:
             save_training(rec, args.out, f"train_nenc{n_enc}", {**meta, "n_context": n_enc,
                                                                   "context_scale": list(enc_scale)})
             if n_enc == 1:
-                ck = torch.load(folder / "jepa-latest.pth.tar", map_location="cpu", weights_only=False)
+                # the official checkpoint holds only state dicts and numbers: the safe loader reads it
+                ck = torch.load(folder / "jepa-latest.pth.tar", map_location="cpu", weights_only=True)
                 ck = _to_fp32(ck)
                 torch.save(ck, args.out / "official_checkpoint.pth.tar")
     (args.out / "schedules.json").write_text(json.dumps(official_schedules(sched_mod,
