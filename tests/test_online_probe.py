@@ -8,6 +8,7 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
+import torch
 
 from _downstream_shards import write_phantom_shards
 from radjepa_cli.data.loader import make_loader
@@ -127,3 +128,13 @@ def test_probe_defaults_and_off_switch(shards, tmp_path):
     assert online_probe.build(_cfg(unlabelled, tmp_path / "c"), 600, 0.5, 0.25) is None
     with pytest.raises(ValueError, match="probe-every 0"):
         online_probe.build(_cfg(unlabelled, tmp_path / "d", probe_every=5), 600, 0.5, 0.25)
+
+
+def test_a_resumed_run_schedules_read_outs_from_where_it_resumes():
+    sub = online_probe.Subset(torch.zeros(2, 1, 8, 8), np.zeros((2, 1)), np.ones((2, 1), bool))
+    fixed = online_probe.OnlineProbe(50, sub, sub, ["a"], 0.5, 0.25, start=120)
+    budgeted = online_probe.OnlineProbe(50, sub, sub, ["a"], 0.5, 0.25, budget=0.05, start=120)
+    # fixed interval: multiples of N whatever the start; budget mode: the first read-out N steps after the resume
+    assert fixed.due(150, 1000) and not fixed.due(151, 1000)
+    assert not budgeted.due(121, 1000) and not budgeted.due(169, 1000) and budgeted.due(170, 1000)
+    assert budgeted.due(1000, 1000)   # the last step always gets one

@@ -33,7 +33,7 @@ RIDGE_GRID = np.logspace(-4, 3, 29)
 
 @dataclasses.dataclass
 class Subset:
-    images: torch.Tensor          # [N, 1, S, S] float16 in [0, 1]: half the memory, exact for 8-bit PNGs
+    images: torch.Tensor          # [N, 1, S, S] float16 in [0, 1]: half the memory; fp16 rounding, the same online and offline
     labels: np.ndarray            # [N, L] 0/1
     known: np.ndarray             # [N, L] bool
 
@@ -145,12 +145,12 @@ class OnlineProbe:
     run cannot afford six times."""
 
     def __init__(self, every: int, train: Subset, val: Subset, names: list[str], mean: float, std: float,
-                 budget: float | None = None):
+                 budget: float | None = None, start: int = 0):
         self.every, self.train, self.val, self.names = every, train, val, names
         self.mean, self.std, self.budget = mean, std, budget
         self.seconds = 0.0      # total wall time spent in read-outs (reported against the run's wall time)
-        self.next = every
-        self._t_mark, self._step_mark = time.perf_counter(), 0
+        self.next = start + every   # a resumed run counts from where it resumes
+        self._t_mark, self._step_mark = time.perf_counter(), start
 
     def due(self, step: int, total: int) -> bool:
         if self.budget is None:
@@ -179,10 +179,10 @@ def default_every(total: int, readouts: int = 6) -> int:
     return max(1, total // readouts)
 
 
-def build(cfg, total: int, mean: float, std: float) -> OnlineProbe | None:
+def build(cfg, total: int, mean: float, std: float, start: int = 0) -> OnlineProbe | None:
     """From a PretrainConfig: None when `probe_every` is 0, or when it is unset (None) and the shards carry no
     label with both outcomes in train and val/test (an explicit N > 0 on unlabelled shards is an error)."""
-    every = getattr(cfg, "probe_every", None)
+    every = cfg.probe_every
     if every == 0:
         return None
     val_split = eval_split(cfg.shards) if (Path(cfg.shards) / "manifest.json").is_file() else "test"
@@ -193,11 +193,11 @@ def build(cfg, total: int, mean: float, std: float) -> OnlineProbe | None:
                              f"{cfg.split} and {val_split} (manifest.json); pass --probe-every 0")
         return None
     size = cfg.image_size
-    train = load_subset(cfg.shards, cfg.split, getattr(cfg, "probe_train", 512), size, names)
-    val = load_subset(cfg.shards, val_split, getattr(cfg, "probe_val", 256), size, names)
+    train = load_subset(cfg.shards, cfg.split, cfg.probe_train, size, names)
+    val = load_subset(cfg.shards, val_split, cfg.probe_val, size, names)
     if every:
-        return OnlineProbe(every, train, val, names, mean, std)
-    return OnlineProbe(default_every(total), train, val, names, mean, std, budget=BUDGET)
+        return OnlineProbe(every, train, val, names, mean, std, start=start)
+    return OnlineProbe(default_every(total), train, val, names, mean, std, budget=BUDGET, start=start)
 
 
 def offline_readout(encoder_spec: str, shards: str | Path, *, split: str = "train", n_train: int = 512,
@@ -207,11 +207,12 @@ def offline_readout(encoder_spec: str, shards: str | Path, *, split: str = "trai
     from radjepa_cli.models.zoo import load_encoder
     enc = load_encoder(encoder_spec)
     pre = enc.preprocessing
-    names = probe_labels(shards, split, eval_split(shards))
+    val_split = eval_split(shards)
+    names = probe_labels(shards, split, val_split)
     if not names:
-        raise ValueError(f"{shards}: no label with both outcomes in {split} and {eval_split(shards)}")
+        raise ValueError(f"{shards}: no label with both outcomes in {split} and {val_split}")
     train = load_subset(shards, split, n_train, pre.size, names)
-    val = load_subset(shards, eval_split(shards), n_val, pre.size, names)
+    val = load_subset(shards, val_split, n_val, pre.size, names)
     x_tr = embed(enc.backbone, train.images, pre.mean[0], pre.std[0])
     x_va = embed(enc.backbone, val.images, pre.mean[0], pre.std[0])
     return readout(x_tr, train.labels, train.known, x_va, val.labels, val.known, names)

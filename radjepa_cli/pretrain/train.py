@@ -421,7 +421,7 @@ def train(cfg: PretrainConfig, dist: DistInfo | None = None,
     monitor, mon_gen, tel = _monitors(cfg, run, ckpt, total, is_main)
     from radjepa_cli.models.vit import DEFAULT_MEAN, DEFAULT_STD
     from radjepa_cli.pretrain import online_probe
-    probe = online_probe.build(cfg, total, DEFAULT_MEAN, DEFAULT_STD) if is_main else None   # rank 0 read-outs
+    probe = online_probe.build(cfg, total, DEFAULT_MEAN, DEFAULT_STD, start=step) if is_main else None   # rank 0 read-outs
     imgs_per_step = cfg.batch_size * cfg.grad_accum * dist.world_size
     tally = _Tally(device)
     t_start = t_last = time.time()
@@ -456,8 +456,10 @@ def train(cfg: PretrainConfig, dist: DistInfo | None = None,
                 tally.reset()
             elif tel:
                 tel.advance(step)
-            if probe is not None and probe.due(step, total):   # rank 0; its time falls in the next interval
-                tel.log_probe(probe.run(core.target_encoder, step))
+            if probe is not None and probe.due(step, total):   # rank 0 only
+                rec = probe.run(core.target_encoder, step)
+                tel.log_probe(rec)
+                t_last += rec["probe_seconds"]   # images/s counts training time only
             if do_ckpt:
                 _save(run, core, opt, monitor, cfg, dist, step=step, ep=ep, pos=pos, total=total, loss=last_loss,
                       lr=sched.lr_at(max(step - 1, 0)),
